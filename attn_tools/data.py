@@ -39,8 +39,13 @@ def _builtin(name: str) -> list[str]:
 
 def list_sentence_sets() -> dict[str, str]:
     """Built-in set names with their purpose and size, e.g. ``{"story": "... (60 sentences)"}``."""
-    out = {name: f"{purpose} ({len(_builtin(name))} sentences)" for name, purpose in SENTENCE_SETS.items()}
-    out["all"] = f"{' + '.join(_ANALYSIS_SETS)} ({sum(len(_builtin(n)) for n in _ANALYSIS_SETS)} sentences)"
+    out = {
+        name: f"{purpose} ({len(_builtin(name))} sentences)"
+        for name, purpose in SENTENCE_SETS.items()
+    }
+    out["all"] = (
+        f"{' + '.join(_ANALYSIS_SETS)} ({sum(len(_builtin(n)) for n in _ANALYSIS_SETS)} sentences)"
+    )
     return out
 
 

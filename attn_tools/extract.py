@@ -310,7 +310,9 @@ def iter_extract(
     counter = itertools.count()
     try:
         while True:
-            chunk = [(i, _check_sentence(i, s)) for i, s in zip(counter, itertools.islice(it, window))]
+            chunk = [
+                (i, _check_sentence(i, s)) for i, s in zip(counter, itertools.islice(it, window))
+            ]
             if not chunk:
                 break
             done: dict[int, SentenceAttention] = {}

@@ -303,7 +303,9 @@ def _fingerprint(model: Any, source: str) -> str:
     with torch.no_grad():
         for name, p in model.state_dict().items():
             t = p.detach().to(torch.float64)
-            h.update(f"{name}{tuple(p.shape)}{t.sum().item():.9e}{t.abs().sum().item():.9e}".encode())
+            h.update(
+                f"{name}{tuple(p.shape)}{t.sum().item():.9e}{t.abs().sum().item():.9e}".encode()
+            )
     return h.hexdigest()[:16]
 
 
@@ -381,7 +383,11 @@ def load_model(
     n_layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0))
     n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 0))
     if not n_layers or not n_heads:
-        raise ModelLoadError(f"cannot read the layer/head count of {source!r} from its config")
+        raise ModelLoadError(
+            f"{source!r} ({cfg.model_type}) has no attention heads in its config, so it cannot "
+            "return attention weights. Fix: use a transformer with self-attention (BERT, GPT-2, "
+            "Llama, ...)."
+        )
     bos = tokenizer.bos_token_id
     if kind == "causal" and bos is None:
         bos = tokenizer.eos_token_id  # GPT-2 style: <|endoftext|> doubles as BOS
@@ -406,8 +412,6 @@ def _default_device() -> torch.device:
 
 
 def _load_any(source: str, dtype: torch.dtype | None):
-    from transformers.utils import is_offline_mode
-
     local = Path(source).expanduser()
     if local.exists() and not local.is_dir():
         raise ModelLoadError(
@@ -424,7 +428,8 @@ def _load_any(source: str, dtype: torch.dtype | None):
         looks_like_path = source.startswith((".", "/", "~")) or os.sep in source.strip("/")
         if looks_like_path and not local.exists() and source.count("/") != 1:
             raise ModelLoadError(f"no model folder at {source!r}. Fix: check the path.") from exc
-        if is_offline_mode() or "offline" in text.lower() or "connect" in text.lower():
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if offline or "offline" in text.lower() or "connect" in text.lower():
             raise ModelLoadError(
                 f"cannot download {source!r}: no network access to the Hugging Face hub (or "
                 f"HF_HUB_OFFLINE is set). Fix: use an offline alias ({aliases}), a local folder, "

@@ -133,7 +133,9 @@ def parse(
                         out[i] = Parse(text=text, words=words, pipeline=pipeline)
                         continue
                 except Exception as exc:
-                    warnings.warn(f"parse cache {path} is corrupt ({exc}); re-parsing", stacklevel=2)
+                    warnings.warn(
+                        f"parse cache {path} is corrupt ({exc}); re-parsing", stacklevel=2
+                    )
         missing.append(i)
     if missing:
         docs = nlp.pipe([texts[i] for i in missing], batch_size=batch_size)
@@ -197,9 +199,7 @@ def align(record: Any, parsed: Parse) -> Alignment:
         if special or e <= s:
             token_words.append(())
             continue
-        hits = {
-            int(char_word[c]) for c in range(s, min(e, len(text))) if not text[c].isspace()
-        }
+        hits = {int(char_word[c]) for c in range(s, min(e, len(text))) if not text[c].isspace()}
         hits.discard(-1)
         token_words.append(tuple(sorted(hits)))
     word_tokens_l: list[list[int]] = [[] for _ in parsed.words]

@@ -10,11 +10,24 @@ cases: `predict` does that for every pattern, the same way:
 3. renormalise each row to sum to 1;
 4. a row left with no mass *falls back to attending to itself* (``ctx.fallback``). The mask of
    rows that had mass of their own is returned too, so scoring can skip fallback rows.
+
+Conventions shared by every built-in family:
+
+- Special tokens ([CLS], [SEP], a prepended BOS) are ordinary positions for the positional and
+  token-id patterns; they belong to no spaCy word, so word-level patterns give them an empty row
+  (→ the self fallback) and never attend to them.
+- Word-level patterns build a ``[w, w]`` word matrix and expand it with
+  `PatternContext.words_to_tokens`: every piece of a word gets the word's row, attention *to* a word
+  is spread evenly over its pieces.
+- A token "is punctuation" when its text (the characters it covers, or its string without the
+  ``##``/``Ġ``/``▁`` marker) is non-empty and made of Unicode punctuation characters only.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,7 +52,7 @@ __all__ = [
     "resolve_patterns",
 ]
 
-Family = Literal["positional", "lexical", "linguistic", "special", "character", "user"]
+Family = Literal["positional", "lexical", "linguistic", "special", "character", "baseline", "user"]
 
 
 class PatternError(ValueError):
@@ -89,11 +102,56 @@ class PatternContext:
         """Token strings without tokenizer markers (``##``, ``Ġ``, ``▁``)."""
         return [_strip_marker(t) for t in self.tokens]
 
+    @property
+    def token_texts(self) -> list[str]:
+        """The text each token covers (stripped); a special token keeps its name (``[CLS]``).
+
+        Uses the character offsets, so byte-level BPE tokens read as real text (``’`` rather
+        than ``âĢĻ``); falls back to the token string without its marker when a span is empty.
+        """
+        if "token_texts" not in self._memo:
+            out = []
+            for tok, (s, e), special in zip(self.tokens, self.offsets, self.special_mask):
+                piece = "" if special else self.text[s:e].strip()
+                out.append(piece or (tok if special else _strip_marker(tok)))
+            self._memo["token_texts"] = out
+        return self._memo["token_texts"]
+
+    @property
+    def punct_mask(self) -> np.ndarray:
+        """``[n]`` bool: non-special tokens whose text is all punctuation characters."""
+        if "punct_mask" not in self._memo:
+            self._memo["punct_mask"] = np.array(
+                [
+                    (not special) and is_punctuation(t)
+                    for t, special in zip(self.token_texts, self.special_mask)
+                ],
+                dtype=bool,
+            )
+        return self._memo["punct_mask"]
+
+    def _expansion(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows [n, w], spread [w, n])``: token → word membership (a token covering several
+        words averages their rows) and word → its pieces (uniform)."""
+        if "expansion" not in self._memo:
+            w = len(self.words)
+            rows = np.zeros((self.n, w))
+            spread = np.zeros((w, self.n))
+            for word, toks in enumerate(self.alignment.word_tokens):
+                if toks:
+                    spread[word, list(toks)] = 1.0 / len(toks)
+            for t, ws in enumerate(self.alignment.token_words):
+                if ws:
+                    rows[t, list(ws)] = 1.0 / len(ws)
+            self._memo["expansion"] = (rows, spread)
+        return self._memo["expansion"]
+
     def words_to_tokens(self, word_matrix: np.ndarray) -> np.ndarray:
         """Expand a word-level ``[w, w]`` matrix to tokens ``[n, n]``.
 
-        Every piece of a word gets the word's row; attention *to* a word is spread evenly over
-        its pieces. Special tokens get zero rows and columns.
+        Every piece of a word gets the word's row (a token that covers several spaCy words, like
+        ``doesn`` in ``does|n't``, gets the mean of their rows); attention *to* a word is spread
+        evenly over its pieces. Special tokens get zero rows and columns.
         """
         w = len(self.words)
         if word_matrix.shape != (w, w):
@@ -101,15 +159,15 @@ class PatternContext:
                 f"word matrix has shape {word_matrix.shape}, expected ({w}, {w}) for "
                 f"{self.text[:50]!r}"
             )
-        expand = np.zeros((self.n, w))  # token -> word membership, rows for tokens
-        spread = np.zeros((w, self.n))  # word -> its pieces, uniform
-        for word, toks in enumerate(self.alignment.word_tokens):
-            if toks:
-                spread[word, list(toks)] = 1.0 / len(toks)
-        for t, ws in enumerate(self.alignment.token_words):
-            if ws:
-                expand[t, ws[0]] = 1.0
-        return expand @ word_matrix @ spread
+        rows, spread = self._expansion()
+        return rows @ word_matrix @ spread
+
+    def word_attr(self, name: str) -> np.ndarray:
+        """``[w]`` array of one `Word` attribute (``"pos"``, ``"dep"``, ``"head"``, ...)."""
+        key = ("word_attr", name)
+        if key not in self._memo:
+            self._memo[key] = np.array([getattr(word, name) for word in self.words])
+        return self._memo[key]
 
     def fallback(self) -> np.ndarray:
         """The documented rule for rows with no mass: attend to self."""
@@ -126,13 +184,21 @@ def _strip_marker(token: str) -> str:
     return token
 
 
+def is_punctuation(text: str) -> bool:
+    """True when ``text`` (tokenizer markers stripped) is non-empty and every character is
+    Unicode punctuation (category ``P*``: ``. , ; : ! ? ' " ( ) - …``)."""
+    core = _strip_marker(text).strip()
+    return bool(core) and all(unicodedata.category(c).startswith("P") for c in core)
+
+
 @dataclass(frozen=True)
 class Pattern:
     """A named predicted attention pattern.
 
     Attributes:
         name: registry name (``"previous_token"``, ``"offset(2)"``, ``"dep(nsubj)"``).
-        family: ``positional``, ``lexical``, ``linguistic``, ``special``, ``character`` or ``user``.
+        family: ``positional``, ``lexical``, ``linguistic``, ``special``, ``character``,
+            ``baseline`` (chance-level comparisons such as ``shuffled(...)``) or ``user``.
         description: one line saying what each row attends to.
         fn: ``fn(ctx: PatternContext) -> ndarray [n, n]``, non-negative.
         needs_parse: True when ``fn`` reads ``ctx.words`` (spaCy); lets callers skip parsing.
@@ -179,17 +245,22 @@ def pattern(
     return deco
 
 
-def pattern_factory(prefix: str, *, example: str) -> Callable[[Callable[..., Pattern]], Callable[..., Pattern]]:
+def pattern_factory(
+    prefix: str, *, example: str
+) -> Callable[[Callable[..., Pattern]], Callable[..., Pattern]]:
     """Register a parametrised family: ``get_pattern("offset(3)")`` calls ``factory("3")``."""
 
     def deco(factory: Callable[..., Pattern]) -> Callable[..., Pattern]:
         _FACTORIES[prefix] = (factory, example)
+        for made in [k for k in _MADE if k.startswith(f"{prefix}(")]:
+            del _MADE[made]  # a re-registered factory must not serve stale patterns
         return factory
 
     return deco
 
 
-_PARAM = re.compile(r"^\s*([A-Za-z_][\w]*)\s*\(\s*([^()]*?)\s*\)\s*$")
+_PARAM = re.compile(r"^\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$")
+_MADE: dict[str, Pattern] = {}
 
 
 def get_pattern(name: str | Pattern) -> Pattern:
@@ -198,9 +269,12 @@ def get_pattern(name: str | Pattern) -> Pattern:
         return name
     if name in REGISTRY:
         return REGISTRY[name]
+    if name in _MADE:
+        return _MADE[name]
     m = _PARAM.match(name)
     if m and m.group(1) in _FACTORIES:
-        made = _FACTORIES[m.group(1)][0](m.group(2))
+        made = _FACTORIES[m.group(1)][0](m.group(2).strip())
+        _MADE[name] = made
         return made
     known = ", ".join(sorted(REGISTRY)[:12])
     params = ", ".join(ex for _, ex in _FACTORIES.values())
@@ -232,10 +306,16 @@ def list_patterns(family: str | None = None) -> list[Pattern]:
 # ----------------------------------------------------------------------------- contexts
 
 
-def build_context(record: Any, parsed: Parse | None = None) -> PatternContext:
-    """Make the `PatternContext` of a `SentenceAttention` (parsing its text if not given)."""
+def build_context(
+    record: Any, parsed: Parse | None = None, *, with_parse: bool = True
+) -> PatternContext:
+    """Make the `PatternContext` of a `SentenceAttention` (parsing its text if not given).
+
+    With ``with_parse=False`` and no ``parsed``, spaCy is skipped: the context has no words and
+    an empty alignment, which is enough for patterns with ``needs_parse=False``.
+    """
     if parsed is None:
-        parsed = parse(record.text)[0]
+        parsed = parse(record.text)[0] if with_parse else Parse(record.text, (), "none")
     return PatternContext(
         text=record.text,
         tokens=tuple(record.tokens),
@@ -248,8 +328,10 @@ def build_context(record: Any, parsed: Parse | None = None) -> PatternContext:
     )
 
 
-def build_contexts(records: Sequence[Any]) -> list[PatternContext]:
-    """Contexts for many records with one batched spaCy pass."""
+def build_contexts(records: Sequence[Any], *, with_parse: bool = True) -> list[PatternContext]:
+    """Contexts for many records with one batched spaCy pass (none with ``with_parse=False``)."""
+    if not with_parse:
+        return [build_context(r, with_parse=False) for r in records]
     parses = parse([r.text for r in records])
     return [build_context(r, p) for r, p in zip(records, parses)]
 
@@ -271,7 +353,9 @@ def _validate(raw: Any, p: Pattern, ctx: PatternContext) -> np.ndarray:
     return raw
 
 
-def predict(p: Pattern | str, ctx: PatternContext, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    p: Pattern | str, ctx: PatternContext, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted attention of one pattern on one sentence.
 
     Returns:
@@ -300,11 +384,48 @@ def predict(p: Pattern | str, ctx: PatternContext, *, normalize: bool = True) ->
     return out, has_mass
 
 
-def predict_many(patterns: Sequence[Pattern], ctx: PatternContext, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict_many(
+    patterns: Sequence[Pattern], ctx: PatternContext, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Stack `predict` for many patterns: ``([P, n, n], [P, n])``."""
-    mats, masks = zip(*(predict(p, ctx, normalize=normalize) for p in patterns)) if patterns else ((), ())
+    mats, masks = (
+        zip(*(predict(p, ctx, normalize=normalize) for p in patterns)) if patterns else ((), ())
+    )
     n = ctx.n
     return (
         np.stack(mats) if mats else np.zeros((0, n, n)),
         np.stack(masks) if masks else np.zeros((0, n), dtype=bool),
+    )
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+@pattern_factory("shuffled", example="shuffled(previous_token)")
+def shuffled(inner_name: str) -> Pattern:
+    """``shuffled(name)``: the named pattern with each row's weights moved to random keys.
+
+    Row ``q`` keeps its raw weights (so the same number of targets with the same weights) but
+    they are permuted over the keys that row may attend to: all ``n`` keys for an encoder,
+    keys ``0..q`` for a causal model. The permutation is seeded by the sentence text and the
+    pattern name, so a score table is reproducible. It is the chance-level version of a pattern,
+    used by `attn_tools.classify.best_fit` with ``baseline="shuffled"``.
+    """
+    inner = get_pattern(inner_name)
+
+    def fn(ctx: PatternContext) -> np.ndarray:
+        raw, _ = predict(inner, ctx, normalize=False)
+        rng = np.random.default_rng(zlib.crc32(f"{inner.name}\x00{ctx.text}".encode()))
+        out = np.zeros_like(raw)
+        for q in range(ctx.n):
+            width = q + 1 if ctx.causal else ctx.n
+            out[q, :width] = raw[q, :width][rng.permutation(width)]
+        return out
+
+    return Pattern(
+        name=f"shuffled({inner.name})",
+        family="baseline",
+        description=f"{inner.name} with each row's weights moved to random allowed keys",
+        fn=fn,
+        needs_parse=inner.needs_parse,
     )

