@@ -1,7 +1,18 @@
-"""Predicted "interpretable" attention patterns: the `Pattern` type, the registry, the families."""
+"""Predicted "interpretable" attention patterns: the `Pattern` type, the registry, the families.
+
+Importing this package registers the built-in families (positional, lexical, linguistic,
+special, character). ``list_patterns()`` shows them; ``get_pattern("offset(3)")``,
+``get_pattern("dep(nsubj)")`` and ``get_pattern("shuffled(previous_token)")`` build parametrised
+ones by name.
+"""
 
 from __future__ import annotations
 
+# isort: off
+# Import order is registration order, which is the order list_patterns() and tables use.
+from attn_tools.patterns import positional, lexical, linguistic, special, character
+
+# isort: on
 from attn_tools.patterns.base import (
     REGISTRY,
     Pattern,
@@ -10,13 +21,17 @@ from attn_tools.patterns.base import (
     build_context,
     build_contexts,
     get_pattern,
+    is_punctuation,
     list_patterns,
     pattern,
     pattern_factory,
     predict,
     predict_many,
     resolve_patterns,
+    shuffled,
 )
+from attn_tools.patterns.linguistic import dep, dep_rev
+from attn_tools.patterns.positional import offset
 
 __all__ = [
     "REGISTRY",
@@ -25,11 +40,21 @@ __all__ = [
     "PatternError",
     "build_context",
     "build_contexts",
+    "character",
+    "dep",
+    "dep_rev",
     "get_pattern",
+    "is_punctuation",
+    "lexical",
+    "linguistic",
     "list_patterns",
+    "offset",
     "pattern",
     "pattern_factory",
+    "positional",
     "predict",
     "predict_many",
     "resolve_patterns",
+    "shuffled",
+    "special",
 ]

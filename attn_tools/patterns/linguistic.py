@@ -1,0 +1,188 @@
+"""Linguistic patterns from a spaCy parse: parts of speech and dependency relations.
+
+All of them are word-level: a ``[w, w]`` matrix over spaCy words, expanded to tokens with
+`PatternContext.words_to_tokens` — every piece of a word shares the word's row, attention to a word
+is spread evenly over its pieces. Special tokens belong to no word: their rows are empty (→ the
+framework's self fallback) and nothing attends to them. A word whose row is empty (a root has no
+head, a word without the relation) falls back to self too.
+
+``dep(rel)`` is Clark et al. (2019)'s relation-specific view, dependent → head: each word whose
+relation to its head is ``rel`` attends to that head (``dep(det)``: "the" → "cat"); the other
+words are unscored fallback rows. ``dep_rev(rel)`` is the other direction (head → its ``rel``
+dependents). Relation names are spaCy's (ClearNLP style: ``nsubj``, ``dobj``, ``pobj``, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attn_tools.patterns.base import Pattern, PatternContext, PatternError, pattern, pattern_factory
+
+__all__ = ["DEFAULT_RELATIONS", "NOUN_MODIFIER_DEPS", "dep", "dep_rev"]
+
+_FAMILY = "linguistic"
+
+#: relations registered as ``dep(rel)`` by default; any other label works by name.
+DEFAULT_RELATIONS = (
+    "det", "nsubj", "nsubjpass", "dobj", "pobj", "prep", "amod",
+    "advmod", "aux", "auxpass", "poss", "compound", "conj", "cc",
+)  # fmt: skip
+
+#: relations that make a word a modifier of the noun it depends on (``noun_modifier``).
+NOUN_MODIFIER_DEPS = frozenset({"det", "amod", "compound", "nummod", "poss", "nmod", "predet"})
+
+
+def _arcs(ctx: PatternContext) -> tuple[np.ndarray, np.ndarray]:
+    """``(dependent, head)`` index arrays of every non-root arc of the parse."""
+    heads = ctx.word_attr("head").astype(np.int64)
+    deps = np.arange(len(heads))
+    keep = heads != deps
+    return deps[keep], heads[keep]
+
+
+def _empty_words(ctx: PatternContext) -> np.ndarray:
+    w = len(ctx.words)
+    return np.zeros((w, w))
+
+
+@pattern(name="pos_alignment", family=_FAMILY, needs_parse=True)
+def pos_alignment(ctx: PatternContext) -> np.ndarray:
+    """Each word attends evenly to every word with its coarse POS tag (itself included).
+
+    Coarse tags are spaCy's Universal POS (NOUN, VERB, PUNCT, ...); punctuation aligns with
+    punctuation.
+    """
+    pos = ctx.word_attr("pos")
+    return ctx.words_to_tokens((pos[:, None] == pos[None, :]).astype(np.float64))
+
+
+@pattern(name="dependency", family=_FAMILY, needs_parse=True)
+def dependency(ctx: PatternContext) -> np.ndarray:
+    """Each word attends evenly to its syntactic head and its children (both directions)."""
+    m = _empty_words(ctx)
+    d, h = _arcs(ctx)
+    m[d, h] = 1.0
+    m[h, d] = 1.0
+    return ctx.words_to_tokens(m)
+
+
+@pattern(name="dependency_to_head", family=_FAMILY, needs_parse=True)
+def dependency_to_head(ctx: PatternContext) -> np.ndarray:
+    """Each word attends to its syntactic head (the root: self fallback)."""
+    m = _empty_words(ctx)
+    d, h = _arcs(ctx)
+    m[d, h] = 1.0
+    return ctx.words_to_tokens(m)
+
+
+@pattern(name="dependency_to_children", family=_FAMILY, needs_parse=True)
+def dependency_to_children(ctx: PatternContext) -> np.ndarray:
+    """Each word attends evenly to its syntactic children (leaves: self fallback)."""
+    m = _empty_words(ctx)
+    d, h = _arcs(ctx)
+    m[h, d] = 1.0
+    return ctx.words_to_tokens(m)
+
+
+def _relation(rel: str, name: str) -> str:
+    label = str(rel).strip()
+    if not label or not all(c.isalnum() or c in "_:" for c in label):
+        raise PatternError(
+            f"{name} needs a dependency label such as nsubj or det, got {rel!r}. "
+            f"Fix: write {name}(nsubj)."
+        )
+    return label
+
+
+def _relation_arcs(ctx: PatternContext, label: str) -> tuple[np.ndarray, np.ndarray]:
+    d, h = _arcs(ctx)
+    rels = np.char.lower(ctx.word_attr("dep").astype(str)) if len(ctx.words) else np.array([])
+    keep = rels[d] == label.lower() if d.size else np.zeros(0, dtype=bool)
+    return d[keep], h[keep]
+
+
+@pattern_factory("dep", example="dep(nsubj)")
+def dep(rel: str) -> Pattern:
+    """``dep(rel)``: each word whose relation is ``rel`` attends to its head; others fall back."""
+    label = _relation(rel, "dep")
+
+    def fn(ctx: PatternContext) -> np.ndarray:
+        m = _empty_words(ctx)
+        d, h = _relation_arcs(ctx, label)
+        m[d, h] = 1.0
+        return ctx.words_to_tokens(m)
+
+    return Pattern(
+        name=f"dep({label})",
+        family=_FAMILY,
+        description=f"Each {label} dependent attends to its head (other words: self fallback)",
+        fn=fn,
+        needs_parse=True,
+    )
+
+
+@pattern_factory("dep_rev", example="dep_rev(dobj)")
+def dep_rev(rel: str) -> Pattern:
+    """``dep_rev(rel)``: each head attends evenly to its ``rel`` dependents; others fall back."""
+    label = _relation(rel, "dep_rev")
+
+    def fn(ctx: PatternContext) -> np.ndarray:
+        m = _empty_words(ctx)
+        d, h = _relation_arcs(ctx, label)
+        m[h, d] = 1.0
+        return ctx.words_to_tokens(m)
+
+    return Pattern(
+        name=f"dep_rev({label})",
+        family=_FAMILY,
+        description=f"Each head attends to its {label} dependents (other words: self fallback)",
+        fn=fn,
+        needs_parse=True,
+    )
+
+
+for _rel in DEFAULT_RELATIONS:
+    _made = dep(_rel)
+    pattern(name=_made.name, family=_FAMILY, description=_made.description, needs_parse=True)(
+        _made.fn
+    )
+
+
+@pattern(name="noun_modifier", family=_FAMILY, needs_parse=True)
+def noun_modifier(ctx: PatternContext) -> np.ndarray:
+    """Each modifier of a noun attends to that noun (det, amod, compound, nummod, poss, nmod,
+    predet whose head is a NOUN or PROPN: "the big red ball" → the, big, red → ball)."""
+    m = _empty_words(ctx)
+    d, h = _arcs(ctx)
+    if d.size:
+        rels = ctx.word_attr("dep").astype(str)
+        pos = ctx.word_attr("pos").astype(str)
+        keep = np.isin(rels[d], list(NOUN_MODIFIER_DEPS)) & np.isin(pos[h], ["NOUN", "PROPN"])
+        m[d[keep], h[keep]] = 1.0
+    return ctx.words_to_tokens(m)
+
+
+@pattern(name="pronoun", family=_FAMILY, needs_parse=True)
+def pronoun(ctx: PatternContext) -> np.ndarray:
+    """Each pronoun (POS PRON) attends evenly to the nouns and proper nouns before it — its
+    candidate antecedents ("Mira said she ..." → she → Mira). Other words fall back to self."""
+    pos = ctx.word_attr("pos").astype(str) if len(ctx.words) else np.array([], dtype=str)
+    nominal = np.isin(pos, ["NOUN", "PROPN"])
+    earlier = np.tril(np.ones((len(pos), len(pos))), k=-1)
+    return ctx.words_to_tokens(earlier * (pos == "PRON")[:, None] * nominal[None, :])
+
+
+@pattern(name="preposition", family=_FAMILY, needs_parse=True)
+def preposition(ctx: PatternContext) -> np.ndarray:
+    """Each preposition (POS ADP) attends evenly to the word it attaches to (its head) and to its
+    object (children with relation pobj or pcomp): "sat on the mat" → on → sat, mat."""
+    m = _empty_words(ctx)
+    d, h = _arcs(ctx)
+    if d.size:
+        pos = ctx.word_attr("pos").astype(str)
+        rels = ctx.word_attr("dep").astype(str)
+        up = pos[d] == "ADP"
+        m[d[up], h[up]] = 1.0
+        down = (pos[h] == "ADP") & np.isin(rels[d], ["pobj", "pcomp"])
+        m[h[down], d[down]] = 1.0
+    return ctx.words_to_tokens(m)

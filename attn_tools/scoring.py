@@ -1,0 +1,680 @@
+"""Compare attention with predicted patterns: metrics on tensors and the all-heads engine.
+
+Metrics (each name says its direction; `higher_is_better` answers it in code):
+
+=================== ============ ========================================================
+``jsd``             lower better Jensen–Shannon *distance* per row, mean over rows; [0, 1]
+``sae``             lower better sum of absolute errors per row, mean over rows; [0, 2]
+``mae``             lower better mean absolute error per row (sae / keys), mean over rows
+``mul``             higher better TransformerLens: share of attention on the predicted cells
+``abs``             higher better TransformerLens: 1 − Σ|attention − pattern| / n; [-1, 1]
+``argmax_accuracy`` higher better Clark et al.: share of predicted rows whose argmax is predicted
+=================== ============ ========================================================
+
+``jsd``, ``sae``, ``mae`` and ``argmax_accuracy`` compare row distributions: the pattern is the
+framework's normalised prediction (causal mask, renormalised rows, self fallback), and attention
+rows are renormalised too (float32 rows sum to 1 only to ~1e-7, as `scipy` also renormalises).
+``mul`` and ``abs`` take the pattern's raw weights (validated, causally masked, *not*
+renormalised), exactly as TransformerLens uses a detection pattern, so for the 0/1 patterns
+``previous_token_head``, ``duplicate_token_head`` and ``induction_head`` they reproduce
+``transformer_lens.head_detector.detect_head`` (encoders included, where TransformerLens refuses
+``abs``). TransformerLens rounds ``abs`` to three decimals; pass ``decimals=3`` to do the same.
+
+Rows (``rows=``): ``"all"`` (default) averages over every query row, fallback rows included, so
+every pattern is judged on the same rows and scores compare across patterns; ``"scored"`` keeps only
+the rows where the pattern predicts something of its own. ``argmax_accuracy`` always uses the
+scored rows (Clark et al.'s accuracy is defined on the words that have the relation).
+
+The rule for empty and NaN rows (never silent):
+
+- NaN or infinite attention is an error naming the sentence.
+- ``exclude_bos`` (key column 0: BOS or [CLS]) and ``exclude_current_token`` (the diagonal) remove
+  those keys. For the distribution metrics both the attention and the pattern are renormalised over
+  the remaining keys; a row left with no mass on either side is left out of that sentence's mean,
+  and a sentence with no row left scores NaN and is left out of the mean and std over sentences
+  (``n_sentences`` counts the sentences that scored). Attention rows dropped this way are counted in
+  ``df.attrs["dropped_attention_rows"]`` and reported with a warning. For ``mul`` and ``abs`` the
+  keys are removed as TransformerLens does (attention zeroed for ``mul``, differences zeroed for
+  ``abs``); a head with no attention left on the kept cells gets NaN for ``mul``.
+- The tensor functions (`jsd`, `sae`, `mae`) give NaN for a row that sums to zero and propagate NaN
+  inputs.
+
+Engine: per sentence, all heads ``[L·H, n, n]`` against all patterns ``[P, n, n]`` in one vectorised
+expression. For ``jsd`` it uses ``JSD = H(m) − (H(a) + H(p)) / 2`` with ``m = (a + p) / 2``: the
+pattern entropies are computed once per pattern row and, because a pattern row is zero outside its
+support ``S``, ``H(m)`` splits into ``(H(a) + ln 2)/2`` (cancelling the head entropy) plus a sum over
+``S`` only — so the work is proportional to heads × non-zero predicted cells, not heads × patterns ×
+n². The same split serves ``sae``/``abs`` (``|a − 0| = a`` off the support).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import xlogy
+
+from attn_tools.patterns import (
+    Pattern,
+    PatternContext,
+    build_contexts,
+    predict_many,
+    resolve_patterns,
+)
+from attn_tools.text import pooling_matrices
+
+__all__ = [
+    "METRICS",
+    "SCORE_COLUMNS",
+    "abs_score",
+    "argmax_accuracy",
+    "higher_is_better",
+    "jsd",
+    "mae",
+    "mul_score",
+    "sae",
+    "score_heads",
+    "score_pair",
+]
+
+Metric = Literal["jsd", "sae", "mae", "mul", "abs", "argmax_accuracy"]
+Level = Literal["token", "word"]
+Rows = Literal["all", "scored"]
+
+#: metric name → True when a higher score means a better fit.
+METRICS: dict[str, bool] = {
+    "jsd": False,
+    "sae": False,
+    "mae": False,
+    "mul": True,
+    "abs": True,
+    "argmax_accuracy": True,
+}
+_RAW_METRICS = frozenset({"mul", "abs"})  # compare with the pattern's raw weights
+SCORE_COLUMNS = ("model", "layer", "head", "pattern", "metric", "mean", "std", "n_sentences")
+_LN2 = math.log(2.0)
+_CHUNK_ELEMENTS = 1 << 22  # heads × predicted cells per block: bounds memory on long sentences
+
+
+def higher_is_better(metric: str) -> bool:
+    """True for similarity metrics (``mul``, ``abs``, ``argmax_accuracy``), False for distances."""
+    try:
+        return METRICS[metric]
+    except KeyError:
+        raise ValueError(f"unknown metric {metric!r}. Fix: use one of {sorted(METRICS)}.") from None
+
+
+# ----------------------------------------------------------------------------- tensor metrics
+
+
+def _log_base(base: float) -> float:
+    if not (base > 0 and base != 1):
+        raise ValueError(f"base must be positive and not 1, got {base!r}")
+    return math.log(base)
+
+
+def jsd(a: Any, p: Any, *, base: float = 2.0, axis: int = -1) -> Any:
+    """Jensen–Shannon distance between distributions along ``axis`` (lower is better).
+
+    ``sqrt(JSD)`` with ``JSD = H(m) − (H(a) + H(p)) / 2``, ``m = (a + p) / 2``, logs in ``base``.
+    Base 2 (default) puts it in [0, 1]; ``base=math.e`` gives the natural-log numbers of earlier
+    notebooks (at most ``sqrt(ln 2) ≈ 0.833``). Inputs are renormalised along ``axis`` like
+    `scipy.spatial.distance.jensenshannon`; a slice summing to zero gives NaN, NaN propagates.
+
+    Args:
+        a, p: non-negative numpy arrays or torch tensors, broadcastable (``[..., n]``).
+        base: logarithm base.
+        axis: the distribution axis.
+
+    Returns:
+        The distances, shaped like the inputs without ``axis`` (a tensor for tensor inputs).
+
+    Example:
+        >>> float(jsd(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
+        1.0
+    """
+    scale = _log_base(base)
+    if isinstance(a, torch.Tensor) or isinstance(p, torch.Tensor):
+        at = torch.as_tensor(a, dtype=torch.float64)
+        pt = torch.as_tensor(p, dtype=torch.float64, device=at.device)
+        if (at < 0).any() or (pt < 0).any():
+            raise ValueError("jsd needs non-negative inputs (attention or pattern weights)")
+        at = at / at.sum(dim=axis, keepdim=True)
+        pt = pt / pt.sum(dim=axis, keepdim=True)
+        m = (at + pt) / 2
+        div = (torch.special.xlogy(at, at) + torch.special.xlogy(pt, pt)) / 2
+        div = (div - torch.special.xlogy(m, m)).sum(dim=axis) / scale
+        return div.clamp_min(0.0).sqrt()
+    an = np.asarray(a, dtype=np.float64)
+    pn = np.asarray(p, dtype=np.float64)
+    if (an < 0).any() or (pn < 0).any():
+        raise ValueError("jsd needs non-negative inputs (attention or pattern weights)")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        an = an / an.sum(axis=axis, keepdims=True)
+        pn = pn / pn.sum(axis=axis, keepdims=True)
+        m = (an + pn) / 2
+        div = (xlogy(an, an) + xlogy(pn, pn)) / 2 - xlogy(m, m)
+        return np.sqrt(np.clip(div.sum(axis=axis) / scale, 0.0, None))
+
+
+def sae(a: Any, p: Any, *, axis: int = -1) -> Any:
+    """Sum of absolute errors along ``axis`` (lower is better; in [0, 2] for distributions).
+
+    Inputs are used as given (no renormalisation); NaN propagates.
+    """
+    if isinstance(a, torch.Tensor) or isinstance(p, torch.Tensor):
+        return (torch.as_tensor(a) - torch.as_tensor(p)).abs().sum(dim=axis)
+    return np.abs(np.asarray(a, dtype=np.float64) - np.asarray(p, dtype=np.float64)).sum(axis=axis)
+
+
+def mae(a: Any, p: Any, *, axis: int = -1) -> Any:
+    """Mean absolute error along ``axis`` (`sae` divided by the axis length; lower is better)."""
+    n = (a if hasattr(a, "shape") else np.asarray(a)).shape[axis]
+    return sae(a, p, axis=axis) / n
+
+
+def _keep_cells(n: int, exclude_bos: bool, exclude_current_token: bool) -> np.ndarray | None:
+    if not (exclude_bos or exclude_current_token):
+        return None
+    keep = np.ones((n, n), dtype=bool)
+    if exclude_bos:
+        keep[:, 0] = False
+    if exclude_current_token:
+        np.fill_diagonal(keep, False)
+    return keep
+
+
+def mul_score(
+    attention: Any,
+    detection: Any,
+    *,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+) -> np.ndarray:
+    """TransformerLens ``mul`` score (higher is better): ``Σ a·d / Σ a`` over a ``[n, n]`` matrix.
+
+    With a 0/1 detection pattern it is the share of the head's attention on the predicted cells.
+    ``exclude_bos`` zeroes attention to key 0, ``exclude_current_token`` the diagonal, before both
+    sums (as TransformerLens does). ``attention`` may carry leading axes ``[..., n, n]``.
+    """
+    att = np.array(attention, dtype=np.float64)
+    det = np.asarray(detection, dtype=np.float64)
+    keep = _keep_cells(att.shape[-1], exclude_bos, exclude_current_token)
+    if keep is not None:
+        att = att * keep
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (att * det).sum(axis=(-2, -1)) / att.sum(axis=(-2, -1))
+
+
+def abs_score(
+    attention: Any,
+    detection: Any,
+    *,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    decimals: int | None = None,
+) -> np.ndarray:
+    """TransformerLens ``abs`` score (higher is better): ``1 − Σ|a − d| / n`` over ``[n, n]``.
+
+    Excluded cells (key 0, the diagonal) contribute no difference; the sum is still divided by
+    ``n``. ``decimals=3`` rounds the error term as TransformerLens does; default unrounded.
+    """
+    att = np.asarray(attention, dtype=np.float64)
+    diff = np.abs(att - np.asarray(detection, dtype=np.float64))
+    keep = _keep_cells(att.shape[-1], exclude_bos, exclude_current_token)
+    if keep is not None:
+        diff = diff * keep
+    err = diff.sum(axis=(-2, -1)) / att.shape[-1]
+    if decimals is not None:
+        err = np.round(err, decimals)
+    return 1.0 - err
+
+
+def argmax_accuracy(a: Any, p: Any, *, axis: int = -1) -> np.ndarray:
+    """Per row: 1.0 when the attention maximum falls on a predicted key (``p > 0``), else 0.0.
+
+    Clark et al. (2019)'s accuracy for dependency patterns (higher is better). Ties count as hits
+    when any maximal key is predicted. Rows where ``p`` has no mass give NaN (not predicted).
+    """
+    an = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
+    pn = np.moveaxis(np.asarray(p, dtype=np.float64), axis, -1)
+    an, pn = np.broadcast_arrays(an, pn)
+    support = pn > 0
+    best = np.where(support, an, -np.inf).max(axis=-1)
+    hit = (best >= an.max(axis=-1)).astype(np.float64)
+    return np.where(support.any(axis=-1), hit, np.nan)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def _normalise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows divided by their sums; ``(normalised, has_mass)``; empty rows stay zero."""
+    sums = x.sum(axis=-1, keepdims=True)
+    mass = sums[..., 0] > 0
+    return x / np.where(sums > 0, sums, 1.0), mass
+
+
+def _pattern_blocks(nz_pattern: np.ndarray, n_heads: int, n_patterns: int) -> Iterator[slice]:
+    """Slices of the non-zero list, whole patterns per slice, ≤ `_CHUNK_ELEMENTS` heads × cells."""
+    bounds = np.searchsorted(nz_pattern, np.arange(n_patterns + 1))
+    per_block = max(1, _CHUNK_ELEMENTS // max(n_heads, 1))
+    start = 0
+    for q in range(1, n_patterns + 1):
+        if bounds[q] - bounds[start] > per_block and q - 1 > start:
+            yield slice(int(bounds[start]), int(bounds[q - 1]))
+            start = q - 1
+    yield slice(int(bounds[start]), int(bounds[n_patterns]))
+
+
+def _row_values(A: np.ndarray, P: np.ndarray, metric: str) -> np.ndarray:
+    """Per-row comparison of every head with every pattern: ``[M, Q, n]``.
+
+    ``A [M, n, n]`` and ``P [Q, n, n]`` are float64. For ``jsd`` the rows of both must sum to 1
+    (or be empty); the result is the natural-log JS *divergence* (not yet the distance). For
+    ``sae``/``abs`` it is ``Σ_k |a − p|``; for ``argmax_accuracy`` 1.0 where the row's maximum falls
+    in the pattern's support. Only the pattern's non-zero cells are visited.
+    """
+    M, n, _ = A.shape
+    Q = P.shape[0]
+    flat = A.reshape(M, n * n)
+    if metric == "jsd":
+        # off the support, m = a/2 and the row contributes (ln 2)/2 · Σa in total
+        base_rows = 0.5 * _LN2 * A.sum(axis=-1)
+        a_log_a = xlogy(flat, flat)
+    elif metric in ("sae", "abs"):
+        base_rows = A.sum(axis=-1)
+    else:  # argmax_accuracy
+        base_rows = np.zeros((M, n))
+        row_max = A.max(axis=-1)
+    out = np.broadcast_to(base_rows[:, None, :], (M, Q, n)).copy().reshape(M, Q * n)
+    qi, r, c = np.nonzero(P)
+    if qi.size == 0:
+        return out.reshape(M, Q, n)
+    cells = r * n + c
+    segments = qi * n + r  # which (pattern, row) each non-zero cell belongs to; sorted
+    weights = P[qi, r, c]
+    for block in _pattern_blocks(qi, M, Q):
+        seg = segments[block]
+        if seg.size == 0:
+            continue
+        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+        a = flat[:, cells[block]]  # [M, nnz]
+        p = weights[block]
+        if metric == "jsd":
+            m = 0.5 * (a + p)
+            terms = 0.5 * a_log_a[:, cells[block]] + 0.5 * xlogy(p, p) - xlogy(m, m)
+            terms -= (0.5 * _LN2) * a
+            out[:, seg[starts]] += np.add.reduceat(terms, starts, axis=1)
+        elif metric in ("sae", "abs"):
+            out[:, seg[starts]] += np.add.reduceat(np.abs(a - p) - a, starts, axis=1)
+        else:
+            best = np.maximum.reduceat(a, starts, axis=1)
+            rows = seg[starts] % n
+            out[:, seg[starts]] = (best >= row_max[:, rows]).astype(np.float64)
+    return out.reshape(M, Q, n)
+
+
+@dataclass
+class _Options:
+    metric: str
+    rows: str
+    base: float
+    exclude_bos: bool
+    exclude_current_token: bool
+    decimals: int | None
+
+
+def _score_block(
+    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: _Options
+) -> tuple[np.ndarray, int]:
+    """Scores ``[M, Q]`` of every head against every pattern on one sentence.
+
+    ``A [M, n, n]`` attention (float64), ``P [Q, n, n]`` patterns (normalised, or raw for
+    ``mul``/``abs``), ``mass [Q, n]`` the rows each pattern predicts itself. Also returns how many
+    attention rows had no mass on the kept keys (left out by the documented rule).
+    """
+    M, n, _ = A.shape
+    keep = _keep_cells(n, opt.exclude_bos, opt.exclude_current_token)
+    use_rows = np.ones_like(mass) if opt.rows == "all" else mass
+    if opt.metric == "mul":
+        att = A if keep is None else A * keep
+        num = att.reshape(M, n * n) @ P.reshape(len(P), n * n).T
+        den = att.sum(axis=-1) @ use_rows.T.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / den, 0
+    if opt.metric == "abs":
+        att = A if keep is None else A * keep
+        pat = P if keep is None else P * keep
+        totals = _row_values(att, pat, "abs")  # Σ_k |a − p| over kept keys, [M, Q, n]
+        err = (totals * use_rows[None]).sum(axis=-1) / np.maximum(use_rows.sum(axis=-1), 1)
+        if opt.decimals is not None:
+            err = np.round(err, opt.decimals)
+        return np.where(use_rows.any(axis=-1)[None], 1.0 - err, np.nan), 0
+
+    # distribution metrics: renormalise both sides over the kept keys
+    att = A if keep is None else A * keep
+    pat = P if keep is None else P * keep
+    att, att_ok = _normalise_rows(att)
+    pat, pat_ok = _normalise_rows(pat)
+    if opt.metric == "argmax_accuracy" or opt.rows == "scored":
+        pat_ok = pat_ok & mass
+    values = _row_values(att, pat, "sae" if opt.metric == "mae" else opt.metric)
+    if opt.metric == "jsd":
+        values = np.sqrt(np.clip(values / _log_base(opt.base), 0.0, None))
+    elif opt.metric == "mae":
+        n_keys = n if keep is None else keep.sum(axis=-1)  # [n] keys per row
+        values = values / n_keys
+    weight = att_ok[:, None, :] & pat_ok[None, :, :]
+    count = weight.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = (values * weight).sum(axis=-1) / count
+    return np.where(count > 0, scores, np.nan), int((~att_ok).sum())
+
+
+def score_pair(
+    attention: Any,
+    predicted: Any,
+    metric: str = "jsd",
+    *,
+    base: float = 2.0,
+    rows: Rows = "all",
+    has_mass: Any = None,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    decimals: int | None = None,
+) -> float:
+    """Score one head's ``[n, n]`` attention against one ``[n, n]`` prediction.
+
+    Same definitions as `score_heads` (see the module docstring), for figure titles and the live
+    explorer. ``predicted`` is used as given: a normalised prediction for the distribution
+    metrics (`attn_tools.patterns.predict`'s first output), raw weights for ``mul``/``abs``.
+    ``has_mass`` (``[n]`` bool, `predict`'s second output) marks the rows ``rows="scored"`` keeps;
+    by default, the rows of ``predicted`` with any mass.
+
+    Example:
+        >>> score_pair(rec.head(2, 3), predict("previous_token", ctx)[0])
+        0.41...
+    """
+    higher_is_better(metric)
+    A = np.asarray(attention, dtype=np.float64)
+    P = np.asarray(predicted, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or P.shape != A.shape:
+        raise ValueError(
+            f"score_pair needs two square matrices of one shape, got {A.shape} and {P.shape}"
+        )
+    if not (np.isfinite(A).all() and np.isfinite(P).all()):
+        raise ValueError("score_pair got NaN or infinite values; check the attention/prediction")
+    mass = P.sum(axis=-1) > 0 if has_mass is None else np.asarray(has_mass, dtype=bool)
+    opt = _Options(metric, rows, base, exclude_bos, exclude_current_token, decimals)
+    scores, _ = _score_block(A[None], P[None], mass[None], opt)
+    return float(scores[0, 0])
+
+
+# ----------------------------------------------------------------------------- score_heads
+
+
+@dataclass
+class _Accumulator:
+    """Running sums per (head, pattern) for one model: memory independent of the corpus."""
+
+    n_layers: int
+    n_heads: int
+    n_patterns: int
+    keep_sentences: bool
+    total: np.ndarray = field(init=False)
+    total_sq: np.ndarray = field(init=False)
+    count: np.ndarray = field(init=False)
+    sentences: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        shape = (self.n_layers * self.n_heads, self.n_patterns)
+        self.total = np.zeros(shape)
+        self.total_sq = np.zeros(shape)
+        self.count = np.zeros(shape, dtype=np.int64)
+
+    def add(self, scores: np.ndarray) -> None:
+        ok = np.isfinite(scores)
+        vals = np.where(ok, scores, 0.0)
+        self.total += vals
+        self.total_sq += vals * vals
+        self.count += ok
+        if self.keep_sentences:
+            self.sentences.append(scores.astype(np.float64))
+
+
+def _check_record(rec: Any, index: int) -> np.ndarray:
+    att = getattr(rec, "attention", None)
+    if not isinstance(att, np.ndarray) or att.ndim != 4:
+        raise TypeError(
+            f"record {index} is {type(rec).__name__}, not a SentenceAttention with attention "
+            "[layers, heads, n, n]. Fix: pass the output of attn_tools.extract()."
+        )
+    n = len(rec.tokens)
+    if att.shape[2:] != (n, n):
+        raise ValueError(
+            f"record {index} ({rec.text[:50]!r}) has attention {att.shape} for {n} tokens"
+        )
+    if not np.isfinite(att).all():
+        bad = np.argwhere(~np.isfinite(att))[0]
+        raise ValueError(
+            f"attention of {getattr(rec, 'model', '?')} on sentence {index} ({rec.text[:50]!r}) "
+            f"has NaN/inf values (first at layer {bad[0]}, head {bad[1]}, row {bad[2]}). "
+            "Fix: re-extract it (delete its cache file); half-precision models may overflow."
+        )
+    return att
+
+
+def _chunks(
+    records: Iterable[Any], contexts: Iterable[PatternContext] | None, size: int
+) -> Iterator[list[tuple[Any, PatternContext | None]]]:
+    """Pairs of (record, context or None), ``size`` at a time; contexts must not run out."""
+    rec_it = iter(records)
+    ctx_it = iter(contexts) if contexts is not None else None
+    done = 0
+    while True:
+        recs = list(itertools.islice(rec_it, size))
+        if not recs:
+            return
+        if ctx_it is None:
+            yield [(r, None) for r in recs]
+        else:
+            ctxs = list(itertools.islice(ctx_it, len(recs)))
+            if len(ctxs) < len(recs):
+                raise ValueError(
+                    f"contexts ran out after {done + len(ctxs)} records. Fix: pass one context "
+                    "per record (build_contexts(records)) or leave contexts=None."
+                )
+            yield list(zip(recs, ctxs))
+        done += len(recs)
+
+
+def _sentence_inputs(
+    att: np.ndarray,
+    ctx: PatternContext,
+    patterns: Sequence[Pattern],
+    raw: bool,
+    level: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(A [M, n, n], P [Q, n, n], mass [Q, n])`` for one sentence, at the requested level."""
+    L, H, n, _ = att.shape
+    P, mass = predict_many(patterns, ctx, normalize=not raw)
+    A = att.reshape(L * H, n, n).astype(np.float64)
+    if level == "word":
+        sum_to, mean_from = pooling_matrices(ctx.alignment)
+        A = mean_from @ A @ sum_to.T
+        P = mean_from @ P @ sum_to.T
+        mass = (mass.astype(np.float64) @ mean_from.T) > 0
+    return A, P, mass
+
+
+def score_heads(
+    records: Iterable[Any],
+    patterns: Iterable[str | Pattern] | str | Pattern | None = None,
+    *,
+    metric: Metric = "jsd",
+    level: Level = "token",
+    rows: Rows = "all",
+    contexts: Iterable[PatternContext] | None = None,
+    per_sentence: bool = False,
+    base: float = 2.0,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    decimals: int | None = None,
+    progress: bool = False,
+    chunk_size: int = 64,
+) -> pd.DataFrame:
+    """Score every head of every record against every pattern; one tidy row per (head, pattern).
+
+    Streams over ``records`` (any iterable of `SentenceAttention`, e.g. `iter_extract`'s
+    generator): contexts are built ``chunk_size`` records at a time (one batched spaCy pass, skipped
+    when no pattern needs a parse), each sentence is scored in one vectorised pass, and only running
+    sums are kept, so memory does not grow with the corpus (unless ``per_sentence=True``).
+
+    Args:
+        records: `SentenceAttention` records (several models may be mixed; rows carry ``model``).
+        patterns: names or `Pattern` objects; default every registered pattern.
+        metric: ``jsd`` (default), ``sae``, ``mae``, ``mul``, ``abs``, ``argmax_accuracy``; the
+            module docstring gives each one's definition and direction.
+        level: ``"token"`` (model tokens, special tokens included) or ``"word"`` (attention and
+            patterns pooled to word units as in Clark et al.: sum over the pieces attended to,
+            mean over the pieces attending).
+        rows: ``"all"`` rows or only the rows a pattern ``"scored"`` (predicts itself).
+        contexts: precomputed `PatternContext` per record, in the same order (skips spaCy).
+        per_sentence: add a ``per_sentence`` column: each row's score on every sentence, in
+            record order (NaN where a sentence had no scorable row).
+        base: logarithm base of ``jsd`` (2 → [0, 1]; ``math.e`` → natural-log numbers).
+        exclude_bos, exclude_current_token: leave key 0 / the diagonal out (see module docstring).
+        decimals: round each sentence's ``abs`` error term (3 reproduces TransformerLens).
+        progress: show a tqdm bar over sentences.
+        chunk_size: records per spaCy batch.
+
+    Returns:
+        DataFrame with columns ``model, layer, head, pattern, metric, mean, std, n_sentences,
+        family`` (+ ``per_sentence``): the mean and (population) std over the sentences that
+        scored. ``df.attrs`` holds the settings, ``higher_is_better`` and
+        ``dropped_attention_rows``.
+
+    Example:
+        >>> df = score_heads(extract(load_model("minilm"), load_sentences("story")))
+        >>> df.sort_values("mean").head(3)   # the best-fitting (head, pattern) pairs by JSD
+    """
+    better = higher_is_better(metric)
+    if level not in ("token", "word"):
+        raise ValueError(f"level must be 'token' or 'word', got {level!r}")
+    if rows not in ("all", "scored"):
+        raise ValueError(f"rows must be 'all' or 'scored', got {rows!r}")
+    if metric == "jsd":
+        _log_base(base)
+    pats = resolve_patterns(patterns)
+    if not pats:
+        raise ValueError("no patterns to score. Fix: pass pattern names or leave patterns=None.")
+    raw = metric in _RAW_METRICS
+    need_parse = level == "word" or any(p.needs_parse for p in pats)
+    opt = _Options(metric, rows, base, exclude_bos, exclude_current_token, decimals)
+
+    accs: dict[str, _Accumulator] = {}
+    dropped = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = len(records) if isinstance(records, Sequence) else None
+        bar = tqdm(total=total, desc=f"scoring · {metric}", unit="sent", leave=False)
+    index = 0
+    try:
+        for chunk in _chunks(records, contexts, chunk_size):
+            recs = [r for r, _ in chunk]
+            ctxs = [c for _, c in chunk]
+            if any(c is None for c in ctxs):
+                ctxs = build_contexts(recs, with_parse=need_parse)
+            for rec, ctx in zip(recs, ctxs):
+                att = _check_record(rec, index)
+                if ctx.text != rec.text or ctx.n != len(rec.tokens):
+                    raise ValueError(
+                        f"context {index} is for {ctx.text[:40]!r}, record for {rec.text[:40]!r}. "
+                        "Fix: pass contexts in the same order as the records."
+                    )
+                L, H = att.shape[:2]
+                acc = accs.get(rec.model)
+                if acc is None:
+                    acc = accs[rec.model] = _Accumulator(L, H, len(pats), per_sentence)
+                elif (acc.n_layers, acc.n_heads) != (L, H):
+                    raise ValueError(
+                        f"record {index} of {rec.model!r} has {L}×{H} heads, earlier ones "
+                        f"{acc.n_layers}×{acc.n_heads}; records of one model must agree."
+                    )
+                A, P, mass = _sentence_inputs(att, ctx, pats, raw, level)
+                scores, lost = _score_block(A, P, mass, opt)
+                dropped += lost
+                acc.add(scores)
+                index += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if index == 0:
+        raise ValueError("score_heads got no records. Fix: pass the output of extract().")
+    if dropped:
+        warnings.warn(
+            f"{dropped} attention rows had no mass on the kept keys (exclude_bos="
+            f"{exclude_bos}, exclude_current_token={exclude_current_token}) and were left out of "
+            "the row means; see df.attrs['dropped_attention_rows'].",
+            stacklevel=2,
+        )
+    df = _table(accs, pats, metric, per_sentence)
+    df.attrs.update(
+        {
+            "metric": metric,
+            "higher_is_better": better,
+            "level": level,
+            "rows": "scored" if metric == "argmax_accuracy" else rows,
+            "base": base,
+            "exclude_bos": exclude_bos,
+            "exclude_current_token": exclude_current_token,
+            "decimals": decimals,
+            "n_records": index,
+            "dropped_attention_rows": dropped,
+        }
+    )
+    return df
+
+
+def _table(
+    accs: dict[str, _Accumulator], pats: Sequence[Pattern], metric: str, per_sentence: bool
+) -> pd.DataFrame:
+    frames = []
+    names = np.array([p.name for p in pats], dtype=object)
+    families = np.array([p.family for p in pats], dtype=object)
+    for model, acc in accs.items():
+        M, Q = acc.total.shape
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = acc.total / acc.count
+            var = np.clip(acc.total_sq / acc.count - mean * mean, 0.0, None)
+        mean = np.where(acc.count > 0, mean, np.nan)
+        std = np.where(acc.count > 0, np.sqrt(var), np.nan)
+        data = {
+            "model": np.full(M * Q, model, dtype=object),
+            "layer": np.repeat(np.arange(acc.n_layers), acc.n_heads * Q),
+            "head": np.tile(np.repeat(np.arange(acc.n_heads), Q), acc.n_layers),
+            "pattern": np.tile(names, M),
+            "metric": np.full(M * Q, metric, dtype=object),
+            "mean": mean.ravel(),
+            "std": std.ravel(),
+            "n_sentences": acc.count.ravel(),
+            "family": np.tile(families, M),
+        }
+        frame = pd.DataFrame(data)
+        if per_sentence:
+            stacked = np.stack(acc.sentences, axis=-1).reshape(M * Q, -1)
+            frame["per_sentence"] = list(stacked)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
