@@ -1,0 +1,65 @@
+"""The `attn-tools` command line, run as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attn_tools.cli import summarise
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "attn_tools.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        timeout=600,
+    )
+
+
+def test_models_and_sentences_listings():
+    r = _run("models")
+    assert r.returncode == 0, r.stderr
+    assert "minilm" in r.stdout and "smollm2" in r.stdout and "offline: yes" in r.stdout
+    r = _run("sentences")
+    assert r.returncode == 0 and "heldout" in r.stdout and "sentences)" in r.stdout
+
+
+def test_extract_writes_a_summary(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("The dog barked.\nThe cat, startled, ran away.\n")
+    r = _run(
+        "extract", "--model", "minilm", "--sentences", str(src), "--out", str(tmp_path), "--quiet"
+    )
+    assert r.returncode == 0, r.stderr
+    (summary,) = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == "all-MiniLM-L6-v2" and summary["sentences"] == 2
+    assert (
+        summary["tokens"] == 6 + 10
+    )  # [CLS] ... [SEP] each and len(summary["entropy_bits_per_layer"]) == 6
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    r = _run("extract", "--model", "minilm", "--sentences", "no-such-set", "--quiet")
+    assert r.returncode == 2
+    assert "error: no sentence set or file named 'no-such-set'" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run("automate", "--heads", "5-3", "--out", str(tmp_path))
+    assert r.returncode == 2 and "LAYER.HEAD" in r.stderr
+
+
+def test_summarise_numbers(minilm_records):
+    s = summarise(minilm_records[:3])
+    assert s["sentences"] == 3 and s["layers"] == 6 and s["heads"] == 12
+    assert s["tokens"] == sum(r.n_tokens for r in minilm_records[:3])
+    assert all(0.0 <= x <= 1.0 for x in s["attention_to_first_token_per_layer"])
+    assert all(0.0 < x < 6.0 for x in s["entropy_bits_per_layer"])
+    with pytest.raises(ValueError):
+        summarise([])
