@@ -224,7 +224,8 @@ def abs_score(
     """TransformerLens ``abs`` score (higher is better): ``1 − Σ|a − d| / n`` over ``[n, n]``.
 
     Excluded cells (key 0, the diagonal) contribute no difference; the sum is still divided by
-    ``n``. ``decimals=3`` rounds the error term as TransformerLens does; default unrounded.
+    ``n``. ``decimals=3`` rounds the error term as TransformerLens does (taken to float32 first,
+    the precision it computes in); default unrounded.
     """
     att = np.asarray(attention, dtype=np.float64)
     diff = np.abs(att - np.asarray(detection, dtype=np.float64))
@@ -232,9 +233,14 @@ def abs_score(
     if keep is not None:
         diff = diff * keep
     err = diff.sum(axis=(-2, -1)) / att.shape[-1]
-    if decimals is not None:
-        err = np.round(err, decimals)
-    return 1.0 - err
+    return 1.0 - _round_like_tl(err, decimals)
+
+
+def _round_like_tl(err: np.ndarray, decimals: int | None) -> np.ndarray:
+    """Round as TransformerLens does: it computes the error in float32, then rounds."""
+    if decimals is None:
+        return err
+    return np.round(np.asarray(err).astype(np.float32).astype(np.float64), decimals)
 
 
 def argmax_accuracy(a: Any, p: Any, *, axis: int = -1) -> np.ndarray:
@@ -355,8 +361,7 @@ def _score_block(
         pat = P if keep is None else P * keep
         totals = _row_values(att, pat, "abs")  # Σ_k |a − p| over kept keys, [M, Q, n]
         err = (totals * use_rows[None]).sum(axis=-1) / np.maximum(use_rows.sum(axis=-1), 1)
-        if opt.decimals is not None:
-            err = np.round(err, opt.decimals)
+        err = _round_like_tl(err, opt.decimals)
         return np.where(use_rows.any(axis=-1)[None], 1.0 - err, np.nan), 0
 
     # distribution metrics: renormalise both sides over the kept keys
@@ -432,6 +437,8 @@ class _Accumulator:
     total: np.ndarray = field(init=False)
     total_sq: np.ndarray = field(init=False)
     count: np.ndarray = field(init=False)
+    predicted_rows: np.ndarray = field(init=False)
+    rows: int = 0
     sentences: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -439,8 +446,11 @@ class _Accumulator:
         self.total = np.zeros(shape)
         self.total_sq = np.zeros(shape)
         self.count = np.zeros(shape, dtype=np.int64)
+        self.predicted_rows = np.zeros(self.n_patterns, dtype=np.int64)
 
-    def add(self, scores: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, mass: np.ndarray) -> None:
+        self.predicted_rows += mass.sum(axis=-1)
+        self.rows += mass.shape[-1]
         ok = np.isfinite(scores)
         vals = np.where(ok, scores, 0.0)
         self.total += vals
@@ -559,8 +569,10 @@ def score_heads(
     Returns:
         DataFrame with columns ``model, layer, head, pattern, metric, mean, std, n_sentences,
         family`` (+ ``per_sentence``): the mean and (population) std over the sentences that
-        scored. ``df.attrs`` holds the settings, ``higher_is_better`` and
-        ``dropped_attention_rows``.
+        scored. ``df.attrs`` holds the settings, ``higher_is_better``,
+        ``dropped_attention_rows`` and ``coverage`` (``{model: {pattern: share of rows the
+        pattern predicts itself}}``; 0 means it is pure self fallback on that model, like
+        ``next_token`` on a decoder).
 
     Example:
         >>> df = score_heads(extract(load_model("minilm"), load_sentences("story")))
@@ -614,7 +626,7 @@ def score_heads(
                 A, P, mass = _sentence_inputs(att, ctx, pats, raw, level)
                 scores, lost = _score_block(A, P, mass, opt)
                 dropped += lost
-                acc.add(scores)
+                acc.add(scores, mass)
                 index += 1
                 if bar is not None:
                     bar.update(1)
@@ -643,6 +655,10 @@ def score_heads(
             "decimals": decimals,
             "n_records": index,
             "dropped_attention_rows": dropped,
+            "coverage": {
+                model: dict(zip([p.name for p in pats], (acc.predicted_rows / acc.rows).tolist()))
+                for model, acc in accs.items()
+            },
         }
     )
     return df

@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_RELATIONS", "NOUN_MODIFIER_DEPS", "dep", "dep_rev"]
 
 _FAMILY = "linguistic"
 
-#: relations registered as ``dep(rel)`` by default; any other label works by name.
+#: relations registered as ``dep(rel)`` and ``dep_rev(rel)`` by default; any label works by name.
 DEFAULT_RELATIONS = (
     "det", "nsubj", "nsubjpass", "dobj", "pobj", "prep", "amod",
     "advmod", "aux", "auxpass", "poss", "compound", "conj", "cc",
