@@ -1,0 +1,3 @@
+"""Automating head categorisation: examples → prompt → hypothesizer → sandbox → validation."""
+
+from __future__ import annotations
