@@ -170,7 +170,7 @@ class PatternContext:
         return self._memo[key]
 
     def fallback(self) -> np.ndarray:
-        """The documented rule for rows with no mass: attend to self."""
+        """The documented rule for rows with no mass: attend to self (``[n, n]`` identity)."""
         return np.eye(self.n)
 
 
@@ -339,32 +339,12 @@ def build_contexts(records: Sequence[Any], *, with_parse: bool = True) -> list[P
 # ----------------------------------------------------------------------------- prediction
 
 
-def _validate(raw: Any, p: Pattern, ctx: PatternContext) -> np.ndarray:
-    where = f"pattern {p.name!r} on sentence {ctx.text[:60]!r}"
-    if not isinstance(raw, np.ndarray):
-        raise PatternError(f"{where} returned {type(raw).__name__}, expected a numpy array")
-    if raw.shape != (ctx.n, ctx.n):
-        raise PatternError(f"{where} returned shape {raw.shape}, expected ({ctx.n}, {ctx.n})")
-    raw = raw.astype(np.float64, copy=False)
-    if not np.isfinite(raw).all():
-        raise PatternError(f"{where} returned NaN or infinite values")
-    if (raw < 0).any():
-        raise PatternError(f"{where} returned negative values (min {raw.min():.3g})")
-    return raw
+def _where(p: Pattern, ctx: PatternContext) -> str:
+    return f"pattern {p.name!r} on sentence {ctx.text[:60]!r}"
 
 
-def predict(
-    p: Pattern | str, ctx: PatternContext, *, normalize: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted attention of one pattern on one sentence.
-
-    Returns:
-        ``(matrix [n, n], has_mass [n])``. With ``normalize=True`` every row sums to 1 (rows
-        with no mass of their own take the fallback, and ``has_mass`` is False there). With
-        ``normalize=False`` the validated, causally masked raw weights are returned unchanged
-        (used by the TransformerLens-compatible metrics, which score binary detection patterns).
-    """
-    p = get_pattern(p)
+def _raw(p: Pattern, ctx: PatternContext) -> np.ndarray:
+    """Call the pattern and check what it returned is an ``[n, n]`` array."""
     try:
         raw = p.fn(ctx)
     except PatternError:
@@ -373,29 +353,72 @@ def predict(
         raise PatternError(
             f"pattern {p.name!r} failed on sentence {ctx.text[:60]!r}: {type(exc).__name__}: {exc}"
         ) from exc
-    m = _validate(raw, p, ctx)
-    if ctx.causal:
-        m = np.tril(m)
-    sums = m.sum(axis=1)
-    has_mass = sums > 0
-    if not normalize:
-        return m, has_mass
-    out = np.where(has_mass[:, None], m / np.where(has_mass, sums, 1.0)[:, None], ctx.fallback())
-    return out, has_mass
+    if not isinstance(raw, np.ndarray):
+        raise PatternError(
+            f"{_where(p, ctx)} returned {type(raw).__name__}, expected a numpy array"
+        )
+    if raw.shape != (ctx.n, ctx.n):
+        raise PatternError(
+            f"{_where(p, ctx)} returned shape {raw.shape}, expected ({ctx.n}, {ctx.n})"
+        )
+    return raw
+
+
+def _check_values(stack: np.ndarray, patterns: Sequence[Pattern], ctx: PatternContext) -> None:
+    """Finite and non-negative, checked on the whole stack; the first culprit is named."""
+    finite = np.isfinite(stack).all(axis=(1, 2))
+    if not finite.all():
+        bad = patterns[int(np.argmin(finite))]
+        raise PatternError(f"{_where(bad, ctx)} returned NaN or infinite values")
+    low = stack.min(axis=(1, 2)) if stack.size else np.zeros(len(stack))
+    if (low < 0).any():
+        i = int(np.argmin(low))
+        raise PatternError(
+            f"{_where(patterns[i], ctx)} returned negative values (min {low[i]:.3g})"
+        )
 
 
 def predict_many(
-    patterns: Sequence[Pattern], ctx: PatternContext, *, normalize: bool = True
+    patterns: Sequence[Pattern | str], ctx: PatternContext, *, normalize: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stack `predict` for many patterns: ``([P, n, n], [P, n])``."""
-    mats, masks = (
-        zip(*(predict(p, ctx, normalize=normalize) for p in patterns)) if patterns else ((), ())
-    )
+    """Predicted attention of many patterns on one sentence: ``([P, n, n], [P, n])``.
+
+    Each pattern's raw output is validated (``[n, n]`` array, finite, non-negative; otherwise a
+    `PatternError` naming the pattern and the sentence), causally masked for decoders, and —
+    with ``normalize=True`` — its rows renormalised, rows with no mass taking the fallback
+    (`PatternContext.fallback`: attend to self). The second array says which rows had mass of
+    their own. With ``normalize=False`` the validated, masked raw weights are returned unchanged
+    (the TransformerLens-compatible metrics score those, as it does its 0/1 detection patterns).
+    """
+    pats = [get_pattern(p) for p in patterns]
     n = ctx.n
-    return (
-        np.stack(mats) if mats else np.zeros((0, n, n)),
-        np.stack(masks) if masks else np.zeros((0, n), dtype=bool),
-    )
+    if not pats:
+        return np.zeros((0, n, n)), np.zeros((0, n), dtype=bool)
+    stack = np.stack([_raw(p, ctx) for p in pats]).astype(np.float64, copy=False)
+    _check_values(stack, pats, ctx)
+    if ctx.causal:
+        stack = np.tril(stack)
+    sums = stack.sum(axis=-1)
+    has_mass = sums > 0
+    if not normalize:
+        return stack, has_mass
+    out = stack / np.where(has_mass, sums, 1.0)[..., None]
+    empty = ~has_mass
+    if empty.any():
+        out = np.where(empty[..., None], ctx.fallback()[None], out)
+    return out, has_mass
+
+
+def predict(
+    p: Pattern | str, ctx: PatternContext, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted attention of one pattern on one sentence: ``(matrix [n, n], has_mass [n])``.
+
+    With ``normalize=True`` every row sums to 1 (rows with no mass of their own take the
+    fallback, and ``has_mass`` is False there); see `predict_many` for the whole procedure.
+    """
+    mats, masks = predict_many([p], ctx, normalize=normalize)
+    return mats[0], masks[0]
 
 
 # ----------------------------------------------------------------------------- baselines

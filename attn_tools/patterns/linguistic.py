@@ -33,11 +33,13 @@ NOUN_MODIFIER_DEPS = frozenset({"det", "amod", "compound", "nummod", "poss", "nm
 
 
 def _arcs(ctx: PatternContext) -> tuple[np.ndarray, np.ndarray]:
-    """``(dependent, head)`` index arrays of every non-root arc of the parse."""
-    heads = ctx.word_attr("head").astype(np.int64)
-    deps = np.arange(len(heads))
-    keep = heads != deps
-    return deps[keep], heads[keep]
+    """``(dependent, head)`` index arrays of every non-root arc of the parse (memoised)."""
+    if "arcs" not in ctx._memo:
+        heads = ctx.word_attr("head").astype(np.int64)
+        deps = np.arange(len(heads))
+        keep = heads != deps
+        ctx._memo["arcs"] = (deps[keep], heads[keep])
+    return ctx._memo["arcs"]
 
 
 def _empty_words(ctx: PatternContext) -> np.ndarray:
@@ -96,8 +98,11 @@ def _relation(rel: str, name: str) -> str:
 
 def _relation_arcs(ctx: PatternContext, label: str) -> tuple[np.ndarray, np.ndarray]:
     d, h = _arcs(ctx)
-    rels = np.char.lower(ctx.word_attr("dep").astype(str)) if len(ctx.words) else np.array([])
-    keep = rels[d] == label.lower() if d.size else np.zeros(0, dtype=bool)
+    if not d.size:
+        return d, h
+    if "arc_labels" not in ctx._memo:
+        ctx._memo["arc_labels"] = np.array([r.lower() for r in ctx.word_attr("dep")[d].tolist()])
+    keep = ctx._memo["arc_labels"] == label.lower()
     return d[keep], h[keep]
 
 
