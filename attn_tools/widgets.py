@@ -88,6 +88,7 @@ class Explorer(W.VBox):
         self.last_redraw_ms = float("nan")
         self._scored_records = len(self.records)
         self._scores = scores
+        self._score_index: dict[tuple[int, int, str], tuple[float, int]] | None = None
         self._best: pd.DataFrame | None = None
         self._contexts: dict[int, PatternContext] = {}
         self._predictions: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -194,9 +195,12 @@ class Explorer(W.VBox):
         if self._scores is None:
             from attn_tools import scoring
 
+            pats: list[Pattern | str] = list(self.patterns.values())
+            if "uniform" not in self.patterns:
+                pats.append("uniform")  # classify.best_fit's default baseline
             self._scores = scoring.score_heads(
                 self.records[: self._scored_records],
-                list(self.patterns.values()),
+                pats,
                 metric=self.metric,
             )
         return self._scores
@@ -204,9 +208,7 @@ class Explorer(W.VBox):
     def best_fit(self) -> pd.DataFrame:
         """`classify.best_fit` of `scores` (kept)."""
         if self._best is None:
-            from attn_tools import classify
-
-            self._best = classify.best_fit(self.scores())
+            self._best = viz.default_best_fit(self.scores())
         return self._best
 
     def add_sentence(self, text: str) -> int:
@@ -322,15 +324,16 @@ class Explorer(W.VBox):
     def _mean_score(self, layer: int, head: int, name: str) -> str:
         if self._scores is None:
             return ""
-        row = self._scores[
-            (self._scores["layer"] == layer)
-            & (self._scores["head"] == head)
-            & (self._scores["pattern"] == name)
-        ]
-        if row.empty:
+        if self._score_index is None:
+            t = self._scores
+            self._score_index = {
+                (int(r.layer), int(r.head), str(r.pattern)): (float(r.mean), int(r.n_sentences))
+                for r in t[["layer", "head", "pattern", "mean", "n_sentences"]].itertuples()
+            }
+        hit = self._score_index.get((layer, head, name))
+        if hit is None:
             return ""
-        r = row.iloc[0]
-        return f"; mean over {int(r['n_sentences'])} sentences: {float(r['mean']):.3f}"
+        return f"; mean over {hit[1]} sentences: {hit[0]:.3f}"
 
     def _build_scores_tab(self) -> None:
         """The per-pattern bar chart and the best-fit grid, built once; redraws move data only.
