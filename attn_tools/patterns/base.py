@@ -274,8 +274,10 @@ def get_pattern(name: str | Pattern) -> Pattern:
     m = _PARAM.match(name)
     if m and m.group(1) in _FACTORIES:
         made = _FACTORIES[m.group(1)][0](m.group(2).strip())
-        _MADE[name] = made
-        return made
+        if made.name in REGISTRY:  # "offset( 2 )" is the registered "offset(2)"
+            made = REGISTRY[made.name]
+        _MADE[name] = _MADE.setdefault(made.name, made)
+        return _MADE[name]
     known = ", ".join(sorted(REGISTRY)[:12])
     params = ", ".join(ex for _, ex in _FACTORIES.values())
     raise PatternError(

@@ -146,11 +146,13 @@ def dep_rev(rel: str) -> Pattern:
     )
 
 
+# Both directions are registered: in a decoder the framework masks whichever one looks ahead
+# (a determiner cannot see its noun, but the noun can see its determiner).
 for _rel in DEFAULT_RELATIONS:
-    _made = dep(_rel)
-    pattern(name=_made.name, family=_FAMILY, description=_made.description, needs_parse=True)(
-        _made.fn
-    )
+    for _made in (dep(_rel), dep_rev(_rel)):
+        pattern(name=_made.name, family=_FAMILY, description=_made.description, needs_parse=True)(
+            _made.fn
+        )
 
 
 @pattern(name="noun_modifier", family=_FAMILY, needs_parse=True)
