@@ -35,17 +35,24 @@ if TYPE_CHECKING:
 
     from attn_tools.extract import SentenceAttention
     from attn_tools.patterns.base import Pattern, PatternContext
+    from attn_tools.text import Parse, WordAttention
 
 __all__ = [
     "NONE_COLOR",
     "NONE_LABEL",
     "FigureFormat",
     "pattern_color",
+    "pattern_table",
+    "default_best_fit",
+    "plot_alignment",
     "plot_best_fit_grid",
+    "plot_consistency",
     "plot_head",
     "plot_head_vs_pattern",
     "plot_layer",
+    "plot_linear_fit",
     "plot_pattern_scores",
+    "plot_patterns",
     "plot_top_heads",
     "save_figure",
     "thin_ticks",
@@ -138,6 +145,25 @@ def _rgb(color: str) -> tuple[float, float, float]:
 def _text_color_on(color: str) -> str:
     r, g, b = _rgb(color)
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+
+
+def pattern_table(patterns: Sequence[str | Pattern] | None = None) -> pd.DataFrame:
+    """Patterns as a table: ``name, family, description, needs_parse, color`` (default: all
+    registered), in registry order; ``color`` is the colour every figure uses for it."""
+    from attn_tools.patterns.base import resolve_patterns
+
+    return pd.DataFrame(
+        [
+            {
+                "name": p.name,
+                "family": p.family,
+                "description": p.description,
+                "needs_parse": p.needs_parse,
+                "color": pattern_color(p.name),
+            }
+            for p in resolve_patterns(patterns)
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- saving
@@ -347,7 +373,7 @@ def _draw_matrix(
 
 
 def plot_head(
-    record: SentenceAttention,
+    record: SentenceAttention | WordAttention,
     layer: int,
     head: int,
     *,
@@ -361,14 +387,23 @@ def plot_head(
 ) -> Figure:
     """Heatmap of one head's attention on one sentence.
 
-    Queries are on the y axis (row ``q`` is where token ``q`` attends), keys on the x axis. Token
-    labels are thinned for long sentences so they never overlap (see `thin_ticks`); ``max_labels``
-    caps them further. ``vmax`` fixes the colour scale (default: the matrix maximum); ``scale``
-    is ``"linear"``, ``"sqrt"`` (shows the small weights that long sentences spread attention
-    into) or ``"auto"`` (sqrt above 64 tokens; the colour bar says which).
+    ``record`` is a `SentenceAttention` (model tokens) or a `text.WordAttention` (word level, from
+    `to_word_level`). Queries are on the y axis (row ``q`` is where token ``q`` attends), keys on
+    the x axis. Token labels are thinned for long sentences so they never overlap (see
+    `thin_ticks`); ``max_labels`` caps them further. ``vmax`` fixes the colour scale (default:
+    the matrix maximum); ``scale`` is ``"linear"``, ``"sqrt"`` (shows the small weights that
+    long sentences spread attention into) or ``"auto"`` (sqrt above 64 tokens; the colour bar
+    says which).
     """
-    matrix = record.head(layer, head)
-    n = record.n_tokens
+    attention = record.attention
+    n_layers, n_heads = attention.shape[:2]
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise IndexError(
+            f"layer {layer}, head {head} is outside this model's {n_layers} layers × {n_heads} heads"
+        )
+    matrix = attention[layer, head]
+    labels = list(record.labels)
+    n = len(labels)
     scale = _auto_scale(scale, n)
     if ax is None:
         side = _matrix_side_inches(n)
@@ -376,11 +411,12 @@ def plot_head(
         ax = fig.add_subplot()
     else:
         fig = ax.get_figure()
-    im = _draw_matrix(
-        ax, matrix, record.labels, cmap=cmap, vmax=vmax, max_labels=max_labels, scale=scale
-    )
+    im = _draw_matrix(ax, matrix, labels, cmap=cmap, vmax=vmax, max_labels=max_labels, scale=scale)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=_cbar_label(scale))
-    ax.set_title(title or f"{record.model} · layer {layer}, head {head}", fontsize=10)
+    model = getattr(record, "model", None)
+    level = "" if model is not None else " (word level)"
+    default = f"{model or 'attention'} · layer {layer}, head {head}{level}"
+    ax.set_title(title or default, fontsize=10)
     return _finish(fig, save)
 
 
@@ -502,6 +538,101 @@ def plot_layer(
     fig.supylabel("query (attending)", fontsize=9)
     fig.suptitle(
         f"{record.model} · layer {layer}: all {n_heads} heads\n{record.text[:90]!r}", fontsize=10
+    )
+    return _finish(fig, save)
+
+
+def plot_alignment(
+    record: SentenceAttention,
+    parsed: Parse | None = None,
+    *,
+    save: str | Path | None = None,
+) -> Figure:
+    """How model tokens map onto spaCy words: tokens on top, words below, a line per overlap.
+
+    Words split into several pieces are drawn in orange, tokens that cover several words (e.g.
+    ``"don't"`` as one token, two spaCy words) in purple, special tokens in grey (no word).
+    """
+    from attn_tools.text import align, parse
+
+    parsed = parsed if parsed is not None else parse(record.text)[0]
+    al = align(record, parsed)
+    n_tok, n_word = al.n_tokens, len(parsed.words)
+    width = float(np.clip(0.62 * max(n_tok, n_word) + 1.0, 5.0, 30.0))
+    fig = _new_figure(figsize=(width, 2.9), layout="constrained")
+    ax = fig.add_subplot()
+    span = max(n_tok, n_word) - 1 or 1
+    x_tok = np.linspace(0, span, n_tok) if n_tok > 1 else np.zeros(1)
+    x_word = np.linspace(0, span, n_word) if n_word > 1 else np.zeros(1)
+    split_words = {w for w, toks in enumerate(al.word_tokens) if len(toks) > 1}
+    for t, words in enumerate(al.token_words):
+        for w in words:
+            ax.plot([x_tok[t], x_word[w]], [1.0, 0.0], color="#888888", linewidth=0.9, zorder=1)
+    box = {"boxstyle": "round,pad=0.25", "linewidth": 0.6}
+    for t, tok in enumerate(record.tokens):
+        special = bool(record.special_mask[t])
+        multi = len(al.token_words[t]) > 1
+        face = "#dddddd" if special else "#d9c2ec" if multi else "#dbe9f6"
+        ax.text(x_tok[t], 1.0, _clean_label(tok), ha="center", va="bottom", fontsize=8,
+                rotation=60 if n_tok > 24 else 0, bbox={**box, "facecolor": face}, zorder=2)  # fmt: skip
+    for w, word in enumerate(parsed.words):
+        face = "#fdd9b5" if w in split_words else "#eef5e9"
+        ax.text(x_word[w], 0.0, f"{_clean_label(word.text)}\n{word.pos}", ha="center", va="top",
+                fontsize=8, bbox={**box, "facecolor": face}, zorder=2)  # fmt: skip
+    ax.set_xlim(-0.8, span + 0.8)
+    ax.set_ylim(-0.45, 1.35)
+    ax.set_axis_off()
+    ax.text(-0.8, 1.0, "model tokens", ha="right", va="bottom", fontsize=8, style="italic")
+    ax.text(-0.8, 0.0, "spaCy words", ha="right", va="top", fontsize=8, style="italic")
+    fig.suptitle(
+        f"{record.model}: {n_tok} tokens ↔ {n_word} words "
+        f"({len(split_words)} word(s) split into pieces, grey = special token)",
+        fontsize=10,
+    )
+    return _finish(fig, save)
+
+
+def plot_patterns(
+    record: SentenceAttention,
+    patterns: Sequence[str | Pattern] | None = None,
+    *,
+    context: PatternContext | None = None,
+    ncols: int = 6,
+    save: str | Path | None = None,
+) -> Figure:
+    """Every pattern's prediction on one sentence, one small panel each (default: all built-ins).
+
+    Predictions go through the framework (causal mask for decoders, rows renormalised, empty rows
+    fall back to self); the panel title counts the rows a pattern fills itself.
+    """
+    from attn_tools.patterns.base import build_context, predict_many, resolve_patterns
+
+    pats = resolve_patterns(patterns)
+    if not pats:
+        raise ValueError("no patterns to draw")
+    ctx = context if context is not None else build_context(record)
+    mats, masks = predict_many(pats, ctx)
+    n = record.n_tokens
+    ncols = min(ncols, len(pats))
+    nrows = math.ceil(len(pats) / ncols)
+    panel = 2.1
+    fig = _new_figure(
+        figsize=(ncols * panel + 0.4, nrows * (panel + 0.25) + 0.9), layout="constrained"
+    )
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    labelled = n <= 16
+    for i, ax in enumerate(axes):
+        if i >= len(pats):
+            ax.set_axis_off()
+            continue
+        _draw_matrix(ax, mats[i], record.labels, vmax=1.0, ticks=False, axis_names=False)
+        if labelled and i % ncols == 0:
+            _set_token_ticks(ax, record.labels, x=False, fontsize=5.5)
+        ax.set_title(f"{pats[i].name}\n{int(masks[i].sum())}/{n} rows", fontsize=7.5)
+    fig.suptitle(
+        f"{len(pats)} patterns on {record.text[:80]!r} ({record.model}, {record.kind}); "
+        "rows = query, columns = key",
+        fontsize=10,
     )
     return _finish(fig, save)
 
@@ -674,6 +805,98 @@ def plot_top_heads(
     ax.set_title(f"{model} · top {len(top)} heads for {pattern!r}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
+    return _finish(fig, save)
+
+
+def plot_consistency(
+    table: pd.DataFrame,
+    *,
+    model: str | None = None,
+    save: str | Path | None = None,
+) -> Figure:
+    """Held-out check (`classify.consistency`): each head's best-pattern score on the sentences it
+    was chosen on (x) against unseen sentences (y), coloured by that pattern.
+
+    Points on the diagonal held up; filled points kept the same best pattern on the held-out
+    half, hollow ones did not.
+    """
+    need = {"score_a", "score_b", "pattern_a", "agree"}
+    if not need <= set(table.columns):
+        raise ValueError(
+            f"expected a classify.consistency table (columns {sorted(need)}), got "
+            f"{list(table.columns)}"
+        )
+    sub, model, _ = _select(table, model=model)
+    fig = _new_figure(figsize=(6.6, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    xs, ys = sub["score_a"].to_numpy(float), sub["score_b"].to_numpy(float)
+    lo = float(np.nanmin([xs.min(), ys.min()]))
+    hi = float(np.nanmax([xs.max(), ys.max()]))
+    pad = 0.03 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#999999", linewidth=0.8, zorder=0)
+    counts = sub["pattern_a"].value_counts()
+    for name in counts.index:
+        part = sub[sub["pattern_a"] == name]
+        color = pattern_color(str(name))
+        agree = part["agree"].astype(bool).to_numpy()
+        ax.scatter(part["score_a"][agree], part["score_b"][agree], s=22, color=color,
+                   edgecolor="black", linewidth=0.3, label=f"{name} ({len(part)})")  # fmt: skip
+        ax.scatter(part["score_a"][~agree], part["score_b"][~agree], s=22, facecolor="none",
+                   edgecolor=color, linewidth=1.0)  # fmt: skip
+    metric = table.attrs.get("metric", "jsd")
+    n_a = int(sub["n_a"].iloc[0]) if "n_a" in sub.columns else None
+    n_b = int(sub["n_b"].iloc[0]) if "n_b" in sub.columns else None
+    ax.set_xlabel(f"{_metric_name(metric)} on the {n_a} sentences it was chosen on")
+    ax.set_ylabel(f"{_metric_name(metric)} on {n_b} held-out sentences")
+    agree = float(sub["agree"].astype(bool).mean())
+    ax.set_title(
+        f"{model} · does each head's best pattern hold on unseen text?\n"
+        f"same best pattern on both halves: {agree:.0%} of heads (filled = same, hollow = changed)",
+        fontsize=10,
+    )
+    ax.legend(title="best pattern (heads)", fontsize=7, title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip
+    return _finish(fig, save)
+
+
+def plot_linear_fit(
+    table: pd.DataFrame,
+    *,
+    model: str | None = None,
+    save: str | Path | None = None,
+) -> Figure:
+    """Mixtures of patterns (`classify.linear_fit`) against the best single pattern, both scored
+    on the evaluation sentences: a point below the diagonal is a head that a mixture explains
+    better. Points are coloured by the mixture's largest weight."""
+    need = {"eval_score", "single_eval_score", "top_pattern"}
+    if not need <= set(table.columns):
+        raise ValueError(
+            f"expected a classify.linear_fit table (columns {sorted(need)}), got "
+            f"{list(table.columns)}"
+        )
+    sub, model, _ = _select(table, model=model)
+    metric = str(sub["metric"].iloc[0]) if "metric" in sub.columns else "jsd"
+    xs, ys = sub["single_eval_score"].to_numpy(float), sub["eval_score"].to_numpy(float)
+    fig = _new_figure(figsize=(6.6, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    lo, hi = float(np.nanmin([xs, ys])), float(np.nanmax([xs, ys]))
+    pad = 0.03 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#999999", linewidth=0.8, zorder=0)
+    for name, part in sub.groupby("top_pattern", sort=False):
+        ax.scatter(part["single_eval_score"], part["eval_score"], s=22,
+                   color=pattern_color(str(name)), edgecolor="black", linewidth=0.3,
+                   label=f"{name} ({len(part)})")  # fmt: skip
+    better = ys < xs if not _higher(metric) else ys > xs
+    ax.set_xlabel(f"best single pattern: {_metric_name(metric)} on evaluation sentences")
+    ax.set_ylabel(f"pattern mixture: {_metric_name(metric)} on evaluation sentences")
+    ax.set_title(
+        f"{model} · do mixtures of patterns explain heads better?\n"
+        f"mixture better on held-out text for {np.mean(better):.0%} of heads "
+        f"({_direction(metric)})",
+        fontsize=10,
+    )
+    ax.legend(title="largest weight (heads)", fontsize=7, title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip
     return _finish(fig, save)
 
 

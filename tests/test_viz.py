@@ -390,3 +390,71 @@ def test_write_figures_writes_every_figure_and_the_tables(minilm_records, minilm
         top = minilm_scores[minilm_scores["pattern"] == name].sort_values("mean").iloc[0]
         svg = (tmp_path / "out" / f"example-{name}.svg").read_text()
         assert f"L{int(top['layer'])} H{int(top['head'])} vs {name}" in svg
+
+
+# ----------------------------------------------------------------------------- notebook figures
+
+
+def test_plot_alignment_links_each_token_to_its_words(minilm):
+    from attn_tools import align, parse
+
+    rec = extract(minilm, ["The unbelievable bakers don't stop kneading."], progress=False)[0]
+    parsed = parse(rec.text)[0]
+    al = align(rec, parsed)
+    fig = viz.plot_alignment(rec, parsed)
+    ax = fig.axes[0]
+    assert len(ax.lines) == sum(len(ws) for ws in al.token_words)
+    texts = [t.get_text() for t in ax.texts]
+    assert all(viz._clean_label(tok) in texts for tok in rec.tokens)
+    split = sum(1 for toks in al.word_tokens if len(toks) > 1)
+    assert split >= 2 and f"{split} word(s) split" in fig.get_suptitle()
+
+
+def test_plot_patterns_draws_each_prediction(smollm2_records):
+    rec = smollm2_records[0]
+    names = ["previous_token", "next_token", "first_token"]
+    fig = viz.plot_patterns(rec, names)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3
+    ctx = build_context(rec)
+    for ax, name in zip(panels, names):
+        np.testing.assert_allclose(ax.images[0].get_array(), predict(name, ctx)[0])
+        assert ax.get_title().startswith(name)
+    # a decoder's next_token has no row of its own
+    assert f"0/{rec.n_tokens} rows" in panels[1].get_title()
+
+
+def test_plot_head_accepts_word_level_attention(minilm_records):
+    from attn_tools import align, parse, to_word_level
+
+    rec = minilm_records[3]
+    words = to_word_level(rec, align(rec, parse(rec.text)[0]))
+    fig = viz.plot_head(words, 1, 4)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), words.attention[1, 4])
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(words.labels)
+    assert "word level" in ax.get_title()
+
+
+def test_consistency_and_linear_fit_figures(minilm_records):
+    from attn_tools.classify import consistency, linear_fit
+
+    pats = ["previous_token", "first_token", "punctuation_sink"]
+    held = consistency(minilm_records[:12], pats)
+    fig = viz.plot_consistency(held)
+    ax = fig.axes[0]
+    drawn = sum(len(c.get_offsets()) for c in ax.collections)
+    assert drawn == 72  # every head once, filled or hollow
+    assert f"{held['agree'].mean():.0%}" in ax.get_title()
+    mixes = linear_fit(minilm_records[:8], minilm_records[8:14], pats)
+    fig = viz.plot_linear_fit(mixes)
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 72
+    with pytest.raises(ValueError, match="classify.consistency table"):
+        viz.plot_consistency(mixes)
+
+
+def test_pattern_table_lists_the_registry_with_colours():
+    table = viz.pattern_table()
+    assert list(table["name"]) == list(REGISTRY)
+    assert (table["color"] == [viz.pattern_color(n) for n in REGISTRY]).all()
+    assert set(table["family"]) >= {"positional", "lexical", "linguistic", "special", "character"}
