@@ -384,6 +384,30 @@ def _score_block(
     return np.where(count > 0, scores, np.nan), int((~att_ok).sum())
 
 
+def _score_unique(
+    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: _Options
+) -> tuple[np.ndarray, int]:
+    """`_score_block` on the distinct predictions only, copied back to every pattern.
+
+    On one sentence many patterns predict the same matrix (``previous_token`` and
+    ``previous_token_head``; every relation absent from the sentence is all self fallback, and so
+    is every look-ahead pattern on a decoder), so scoring each distinct one once saves work.
+    """
+    seen: dict[bytes, int] = {}
+    first: list[int] = []
+    inverse = np.empty(len(P), dtype=np.int64)
+    for q in range(len(P)):
+        key = P[q].tobytes() + mass[q].tobytes()
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(q)
+        inverse[q] = seen[key]
+    if len(first) == len(P):
+        return _score_block(A, P, mass, opt)
+    scores, lost = _score_block(A, P[first], mass[first], opt)
+    return scores[:, inverse], lost
+
+
 def score_pair(
     attention: Any,
     predicted: Any,
@@ -624,7 +648,7 @@ def score_heads(
                         f"{acc.n_layers}×{acc.n_heads}; records of one model must agree."
                     )
                 A, P, mass = _sentence_inputs(att, ctx, pats, raw, level)
-                scores, lost = _score_block(A, P, mass, opt)
+                scores, lost = _score_unique(A, P, mass, opt)
                 dropped += lost
                 acc.add(scores, mass)
                 index += 1
