@@ -1,3 +1,104 @@
-"""Automating head categorisation: examples → prompt → hypothesizer → sandbox → validation."""
+"""Automating head categorisation: can a program say what an attention head does?
+
+The pipeline, one public function per step:
+
+1. `head_examples` — a head's top-weighted (query, key, weight) pairs as versioned JSON.
+2. `build_prompt` / `parse_reply` — the prompt for a language model and its reply's parser.
+3. Hypothesizers — `OpenAICompatible` (any chat-completions server), `LocalChatModel`
+   (transformers, offline) and `ProgramSearch` (no language model); `make_backend` by name.
+4. `run_program` — the sandbox: AST allow-list, then a child process with CPU, memory and
+   wall-clock limits; every failure is a structured `SandboxResult`.
+5. `automate_head` / `automate_heads` — refine, validate on held-out sentences against the best
+   built-in pattern, and grow a `UserLibrary` on disk; resumable run folders.
+
+Example:
+    >>> from attn_tools import load_model
+    >>> from attn_tools.automate import automate_heads, make_backend
+    >>> df = automate_heads(load_model("smollm2"), [(5, 3)], backend=make_backend("search"),
+    ...                     out="runs/smollm2")
+"""
 
 from __future__ import annotations
+
+from attn_tools.automate.backends import (
+    AuthenticationError,
+    BackendError,
+    ChatHypothesizer,
+    HeadTask,
+    Hypothesizer,
+    LocalChatModel,
+    OpenAICompatible,
+    ProgramSearch,
+    Proposal,
+    RateLimitError,
+    ServerError,
+    make_backend,
+)
+from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
+from attn_tools.automate.library import LibraryEntry, UserLibrary, sandboxed_pattern
+from attn_tools.automate.loop import (
+    MAX_ROUNDS,
+    HeadResult,
+    automate_head,
+    automate_heads,
+    builtin_patterns,
+)
+from attn_tools.automate.prompt import (
+    Feedback,
+    Prompt,
+    Reply,
+    ReplyError,
+    build_prompt,
+    feedback_message,
+    format_matrix,
+    parse_reply,
+)
+from attn_tools.automate.sandbox import (
+    SandboxResult,
+    check_program,
+    precomputed_pattern,
+    run_program,
+)
+from attn_tools.automate.search import FittedProgram, SearchSpace, fit_program
+
+__all__ = [
+    "MAX_ROUNDS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "AuthenticationError",
+    "BackendError",
+    "ChatHypothesizer",
+    "Feedback",
+    "FittedProgram",
+    "HeadResult",
+    "HeadTask",
+    "Hypothesizer",
+    "LibraryEntry",
+    "LocalChatModel",
+    "OpenAICompatible",
+    "ProgramSearch",
+    "Prompt",
+    "Proposal",
+    "RateLimitError",
+    "Reply",
+    "ReplyError",
+    "SandboxResult",
+    "SearchSpace",
+    "ServerError",
+    "UserLibrary",
+    "automate_head",
+    "automate_heads",
+    "build_prompt",
+    "builtin_patterns",
+    "check_examples",
+    "check_program",
+    "feedback_message",
+    "fit_program",
+    "format_matrix",
+    "head_examples",
+    "make_backend",
+    "parse_reply",
+    "precomputed_pattern",
+    "run_program",
+    "sandboxed_pattern",
+]

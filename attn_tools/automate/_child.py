@@ -491,9 +491,30 @@ _SAFE_IMPORTS = {"numpy": np, "math": math}
 
 
 def _safe_import(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
-    if level or name not in _SAFE_IMPORTS:
-        raise ImportError(f"import of {name!r} is not allowed in the sandbox")
-    return _SAFE_IMPORTS[name]
+    """``__import__`` for the program: numpy and math only.
+
+    C code inside numpy imports its helpers lazily through the *calling frame's* builtins, so
+    numpy submodules that are already loaded are handed back too (the static check has already
+    refused any import statement or name that could ask for them from the program itself).
+    """
+    if not level and name in _SAFE_IMPORTS:
+        return _SAFE_IMPORTS[name]
+    if not level and name.startswith("numpy.") and name in sys.modules:
+        return sys.modules[name] if fromlist else np
+    raise ImportError(f"import of {name!r} is not allowed in the sandbox")
+
+
+def _warm_numpy() -> None:
+    """Trigger numpy's lazy imports now: after hardening no module file can be opened."""
+    a = np.arange(6, dtype=np.float64).reshape(2, 3)
+    for fn in ("sum", "mean", "max", "min", "std", "var", "any", "all", "argmax", "argmin",
+               "prod", "cumsum", "round", "clip", "nonzero", "argsort", "sort", "tolist"):  # fmt: skip
+        getattr(a.copy(), fn)()
+    np.round(a, 2), np.unique(a), np.median(a), np.isin(a, [1.0]), np.einsum("ij->i", a)
+    np.tril(a), np.triu(a), np.where(a > 1, a, 0), np.broadcast_to(a[:1], a.shape), np.isclose(a, a)
+    np.linspace(0, 1, 3), np.percentile(a, 50), np.nan_to_num(a), np.array2string(a)
+    np.equal(np.array(["a", "b"]), "a")
+    str(a), repr(a), format(1.5, ".2f"), f"{np.float64(1.5):.2f}"
 
 
 def _run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -512,6 +533,7 @@ def _run(payload: dict[str, Any]) -> dict[str, Any]:
     safe["print"] = capture_print
     safe["__import__"] = _safe_import
     contexts = [SandboxContext(c) for c in payload["contexts"]]
+    _warm_numpy()
     namespace: dict[str, Any] = {
         "__builtins__": safe,
         "__name__": "pattern_program",

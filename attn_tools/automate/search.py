@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 EXTRA_ATOMS = ("offset(-3)", "offset(3)")
-_GRID = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9])
+_GRID = np.array([0.05, 0.15, 0.3, 0.5, 0.7, 0.9])
+_CANDIDATES = 8  # atoms line-searched per forward step
 
 _PHRASES = {
     "previous_token": "the previous token",
@@ -327,9 +328,7 @@ class _Head:
         A = space.stack(attention)
         sums = A.sum(axis=1, keepdims=True)
         self.A = A / np.where(sums > 0, sums, 1.0)
-        self.J = np.stack(
-            [jsd(self.A, _finish(x, space.self_row), axis=-1) for x in space.X]
-        )  # [K, R]
+        self.J = jsd(self.A[None], space.X, axis=-1)  # [K, R]; atom rows are normalised
 
 
 # ----------------------------------------------------------------------------- programs
@@ -448,8 +447,6 @@ def _atom_matrix(atom: Atom, ctx: PatternContext) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- fitting
 
-_CHUNK = 1 << 22  # elements per vectorised line-search block
-
 
 @dataclass
 class _Rule:
@@ -471,7 +468,7 @@ def _fit_leaf(
     omega: np.ndarray,
     max_terms: int,
     min_gain: float,
-    starts: int = 3,
+    starts: int = 2,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The best mix on rows ``sel``: forward selection from each of the ``starts`` best single
     atoms; returns (atom indices, weights, row JSD)."""
@@ -496,37 +493,36 @@ def _grow_leaf(
     max_terms: int,
     min_gain: float,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Forward selection from one starting atom (line search over `_GRID`, then refinement)."""
+    """Forward selection from one starting atom: each step probes every atom at a 10% share,
+    line-searches the `_CANDIDATES` best, adds the winner and refines all weights."""
     om = omega[sel]
-    fallback = space.self_row[sel]
     A = head.A[sel]
+    Xs = space.X[:, sel]  # [K, S, N]; every atom row sums to 1 (the fallback fills empty rows)
     chosen, w = [first], np.array([1.0])
-    cur_P = _finish(space.X[first][sel], fallback)
+    cur_P = Xs[first]
     cur_score = float(head.J[first, sel] @ om)
-    Xs = space.X[:, sel]  # [K, S, N]
-    K, S, N = Xs.shape
     g = _GRID[None, :, None, None]
-    step = max(1, _CHUNK // max(len(_GRID) * S * N, 1))
     for _ in range(max_terms - 1):
-        scores = np.full((K, len(_GRID)), np.inf)
-        for a in range(0, K, step):
-            block = Xs[a : a + step, None]  # [k, 1, S, N]
-            P = _finish((1 - g) * cur_P[None, None] + g * block, fallback)
-            scores[a : a + step] = jsd(A, P, axis=-1) @ om
-        scores[chosen] = np.inf
-        k, j = np.unravel_index(int(np.argmin(scores)), scores.shape)
-        if cur_score - scores[k, j] < min_gain:
+        # a cheap first look at every atom (a 10% share), then the full grid for the best few
+        probe = jsd(A, 0.9 * cur_P[None] + 0.1 * Xs, axis=-1) @ om
+        probe[chosen] = np.inf
+        cand = [int(k) for k in np.argsort(probe)[:_CANDIDATES] if np.isfinite(probe[k])]
+        if not cand:
             break
-        chosen.append(int(k))
+        mixes = (1 - g) * cur_P[None, None] + g * Xs[cand][:, None]  # rows never empty
+        scores = jsd(A, mixes, axis=-1) @ om  # [candidates, grid]
+        c, j = np.unravel_index(int(np.argmin(scores)), scores.shape)
+        if cur_score - scores[c, j] < min_gain:
+            break
+        chosen.append(cand[c])
         w = _refine_weights(space, head, chosen, np.append(w * (1 - _GRID[j]), _GRID[j]), sel, om)
-        cur_P = _finish(_mix(space, chosen, w, sel), fallback)
+        cur_P = _mix(space, chosen, w, sel) / w.sum()
         cur_score = float(jsd(A, cur_P, axis=-1) @ om)
     w = _round_weights(w)
-    keep = w > 0
-    chosen = [c for c, k in zip(chosen, keep) if k]
-    w = w[keep]
-    P = _finish(_mix(space, chosen, w, sel), fallback)
-    return chosen, w, jsd(A, P, axis=-1)
+    order = [i for i in np.argsort(-w, kind="stable") if w[i] > 0]  # heaviest first
+    chosen = [chosen[i] for i in order]
+    w = w[order]
+    return chosen, w, jsd(A, _mix(space, chosen, w, sel), axis=-1)
 
 
 def _refine_weights(
@@ -567,7 +563,7 @@ def _refine_weights(
             jac=True,
             method="L-BFGS-B",
             bounds=[(0.0, 1.0)] * len(w0),
-            options={"maxiter": 50},
+            options={"maxiter": 30},
         )
     except (ValueError, FloatingPointError):
         return w0 / w0.sum()
