@@ -306,7 +306,7 @@ class Explorer(W.VBox):
         self._im_pred.set_data(predicted)
         self._title_actual.set_text(f"actual: layer {layer}, head {head}")
         fallback = int((~has_mass).sum())
-        note = f" ({fallback} rows → self)" if fallback else ""
+        note = f" ({fallback} row{'s' * (fallback != 1)} → self)" if fallback else ""
         self._title_pred.set_text(f"predicted: {name}{note}")
         self.image.value = self._view.png()
         value = viz._score_pair(

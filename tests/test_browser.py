@@ -1,0 +1,210 @@
+"""The explorer in a real browser: Voilà serves it on localhost, headless Chromium drives it.
+
+Every request that does not go to the local Voilà server is blocked and recorded, so the test also
+shows that rendering needs no CDN. Chromium comes from the system (Debian's ``chromium`` package,
+``.ci/run`` installs it); the test never downloads a browser and skips, saying why, when there is
+none. Screenshots go to ``outputs/browser/`` (git-ignored) or ``$ATTN_TOOLS_SCREENSHOTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("ATTN_TOOLS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+APP_SOURCE = """\
+from attn_tools.widgets import explore
+
+app = explore(
+    "minilm",
+    ["The cat sat on the mat because it was warm.", "Dogs bark, birds sing, and we listen."],
+    ["previous_token", "first_token", "self"],
+)
+app
+"""
+
+
+@pytest.fixture()
+def chromium() -> str:
+    """The system Chromium (checked before Voilà is started, so a skip costs nothing)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    if not path:
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} or on PATH; install Debian's package "
+            "(apt-get install chromium, as .ci/run does) to run the browser test"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_app(folder: Path) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(APP_SOURCE)]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = folder / "explorer_app.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture()
+def voila_url(chromium: str, tmp_path: Path):
+    """Start Voilà on a free localhost port for the explorer notebook; stop it afterwards."""
+    app = _write_app(tmp_path)
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("MPLBACKEND", None)
+    log = open(tmp_path / "voila.log", "w")  # noqa: SIM115 - closed in the teardown below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            str(app.name),
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+            "--show_tracebacks=True",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"voila exited early:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
+            try:  # listening is enough: the page itself waits for the kernel
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("voila did not start listening within 60 s")
+                time.sleep(0.5)
+        yield base + "/", tmp_path / "voila.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _screenshots() -> Path:
+    folder = Path(os.environ.get("ATTN_TOOLS_SCREENSHOTS", ROOT / "outputs" / "browser"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_explorer_in_voila_redraws_when_the_head_slider_moves(
+    chromium: str, voila_url, record_property
+):
+    from playwright import sync_api
+
+    url, log_path = voila_url
+    blocked: list[str] = []
+    console_errors: list[str] = []
+    shots = _screenshots()
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+            def gate(route):
+                if route.request.url.startswith(
+                    ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")
+                ):
+                    route.continue_()
+                else:
+                    blocked.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", gate)
+            page.on(
+                "console",
+                lambda msg: console_errors.append(msg.text) if msg.type == "error" else None,
+            )
+            page.goto(url, timeout=180_000, wait_until="domcontentloaded")
+            image = page.locator("img.attn-view")
+            image.wait_for(state="visible", timeout=180_000)
+            page.wait_for_function(
+                "() => { const i = document.querySelector('img.attn-view');"
+                " return i && i.complete && i.naturalWidth > 100; }",
+                timeout=60_000,
+            )
+            page.screenshot(path=str(shots / "explorer_before.png"), full_page=True)
+            before_src = image.get_attribute("src")
+            before_pixels = image.screenshot()
+            head_readout = page.locator(".attn-head-slider .widget-readout")
+            assert head_readout.inner_text().strip() == "0"
+
+            handle = page.locator(".attn-head-slider .noUi-handle")
+            handle.focus()
+            start = time.perf_counter()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "(old) => { const i = document.querySelector('img.attn-view');"
+                " return i && i.src !== old && i.complete && i.naturalWidth > 100; }",
+                arg=before_src,
+                timeout=30_000,
+            )
+            round_trip_ms = (time.perf_counter() - start) * 1000
+            record_property("browser_round_trip_ms", round(round_trip_ms, 1))
+            print(f"slider key press → new heatmap in the browser: {round_trip_ms:.0f} ms")
+            page.wait_for_timeout(300)  # let the score text settle as well
+            assert head_readout.inner_text().strip() == "1"
+            after_pixels = image.screenshot()
+            assert after_pixels != before_pixels, "the heatmap did not change"
+            score = page.locator(".attn-score").inner_text()
+            assert "layer 0, head 1" in score and "JS distance" in score
+            page.screenshot(path=str(shots / "explorer_after.png"), full_page=True)
+
+            errors = page.locator(".attn-error")
+            assert errors.count() == 0, errors.first.inner_text()
+            body = page.inner_text("body")
+            assert "Traceback" not in body and "Error" not in body, body[:2000]
+        finally:
+            browser.close()
+
+    report = {"blocked_requests": blocked, "console_errors": console_errors}
+    (shots / "explorer_network.json").write_text(json.dumps(report, indent=2))
+    # only icon fonts/styles (ipywidgets' Font Awesome) are fetched from a CDN, and the app rendered
+    # with them blocked
+    assert not [u for u in blocked if u.split("?")[0].endswith(".js")], blocked
+    assert not [e for e in console_errors if "attn" in e.lower()], console_errors
+    assert "Traceback" not in log_path.read_text()
