@@ -79,22 +79,22 @@ def with_shuffled(patterns: Iterable[str | Pattern] | None = None) -> list[str]:
     return names + [f"shuffled({n})" for n in names]
 
 
-def _rule_text(metric: str, baseline: str | None, threshold: float | None, margin: float,
-               tie_tolerance: float) -> str:  # fmt: skip
-    better = "highest" if higher_is_better(metric) else "lowest"
-    sign = "≥" if higher_is_better(metric) else "≤"
+def _rule_text(
+    metric: str, baseline: str | None, threshold: float | None, margin: float, tie: float
+) -> str:
+    """The labelling rule in one line, for captions (``best_fit(...).attrs["rule"]``)."""
+    best = (
+        f"label = pattern with the {'highest' if higher_is_better(metric) else 'lowest'} {metric}"
+    )
     tests = []
     if baseline == "uniform":
-        tests.append(f"beats the head's uniform-pattern {metric} by ≥ {margin:g}")
+        tests.append(f"it beats the head's uniform-pattern {metric} by ≥ {margin:g}")
     elif baseline == "shuffled":
-        tests.append(f"beats its own shuffled version's {metric} by ≥ {margin:g}")
+        tests.append(f"it beats its own shuffled version's {metric} by ≥ {margin:g}")
     if threshold is not None:
-        tests.append(f"{metric} {sign} {threshold:g}")
-    cond = " and ".join(tests) if tests else "always (no baseline, no threshold)"
-    return (
-        f"label = pattern with the {better} {metric} if it {cond}; else 'none'; "
-        f"ties within {tie_tolerance:g} listed"
-    ).replace("if it always", "always")
+        tests.append(f"its {metric} {'≥' if higher_is_better(metric) else '≤'} {threshold:g}")
+    rule = f"{best} if {' and '.join(tests)}; else 'none'" if tests else f"{best} (no cut-off)"
+    return f"{rule}; ties within {tie:g} listed"
 
 
 def best_fit(
@@ -153,24 +153,31 @@ def best_fit(
 
     out = best.rename(columns={"pattern": "best_pattern", "mean": "best_score"})
     out["tied"] = tied
+    # a head with no scorable candidate still gets a row: no best pattern, label "none"
+    every_head = pd.MultiIndex.from_frame(df[HEAD_KEYS].drop_duplicates().sort_values(HEAD_KEYS))
+    if len(every_head) != len(out):
+        out = out.reindex(every_head)
+        out["tied"] = [t if isinstance(t, tuple) else () for t in out["tied"]]
     if baseline is None:
         out["baseline_score"] = np.nan
     else:
         table = df.set_index([*HEAD_KEYS, "pattern"])["mean"]
+        has_best = out["best_pattern"].notna()
         if baseline == "uniform":
-            wanted = [(*key, "uniform") for key in out.index]
+            names = pd.Series("uniform", index=out.index)
             fix = "score the 'uniform' pattern too (it is a built-in)"
         else:
-            wanted = [(*key, f"shuffled({p})") for key, p in zip(out.index, out["best_pattern"])]
+            names = "shuffled(" + out["best_pattern"].astype(str) + ")"
             fix = "score with_shuffled(patterns)"
-        missing = [w for w in wanted if w not in table.index]
+        wanted = [(*key, name) for key, name in zip(out.index, names)]
+        missing = [w for w, ok in zip(wanted, has_best) if ok and w not in table.index]
         if missing:
             raise ValueError(
                 f"baseline={baseline!r} needs the pattern {missing[0][-1]!r} for head "
                 f"{missing[0][:3]} but the score table has no such row. Fix: {fix}, or pass "
                 "baseline=None."
             )
-        out["baseline_score"] = table.loc[wanted].to_numpy()
+        out["baseline_score"] = table.reindex(wanted).to_numpy()
     base_signed = -out["baseline_score"] if hib else out["baseline_score"]
     if baseline is None:
         out["beats_baseline"] = pd.NA
@@ -187,6 +194,7 @@ def best_fit(
         ok &= out["beats_baseline"].astype(bool).to_numpy()
     if threshold is not None:
         ok &= out["passes_threshold"].astype(bool).to_numpy()
+    ok &= out["best_pattern"].notna().to_numpy()
     out["label"] = np.where(ok, out["best_pattern"], "none")
     used = [
         name for name, on in (("baseline", baseline), ("threshold", threshold)) if on is not None

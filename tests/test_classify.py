@@ -58,6 +58,13 @@ def test_best_fit_uniform_baseline_on_a_hand_table():
         "label = pattern with the lowest jsd if it beats the head's uniform-pattern jsd by "
         "≥ 0.05; else 'none'; ties within 0.01 listed"
     )
+    assert best_fit(_table(HAND), threshold=0.25, margin=0.1).attrs["rule"] == (
+        "label = pattern with the lowest jsd if it beats the head's uniform-pattern jsd by "
+        "≥ 0.1 and its jsd ≤ 0.25; else 'none'; ties within 0.01 listed"
+    )
+    assert best_fit(_table(HAND), baseline=None).attrs["rule"] == (
+        "label = pattern with the lowest jsd (no cut-off); ties within 0.01 listed"
+    )
 
 
 def test_best_fit_threshold_shuffled_and_no_baseline():
@@ -89,6 +96,15 @@ def test_best_fit_similarity_direction_and_coverage():
     table = _table(HAND)
     table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.4, "uniform": 1.0}}
     assert list(best_fit(table)["best_pattern"]) == ["B"] * 4  # A never predicts a row
+
+
+def test_a_head_without_any_score_is_kept_as_none():
+    table = _table({**HAND, 4: {"A": NAN, "B": NAN, "uniform": 0.5, "shuffled(uniform)": 0.5}})
+    fit = best_fit(table).set_index("head")
+    assert len(fit) == 5
+    assert fit.loc[4, "label"] == "none" and pd.isna(fit.loc[4, "best_pattern"])
+    assert fit.loc[4, "tied"] == () and fit.loc[4, "baseline_score"] == 0.5
+    assert list(fit["label"])[:4] == ["A", "none", "none", "B"]
 
 
 def test_best_fit_errors_say_what_to_do():

@@ -341,3 +341,13 @@ def test_mixed_models_get_their_own_rows(mini, smol):
         "all-MiniLM-L6-v2": 6 * 12,
         "SmolLM2-135M-Instruct": 30 * 9,
     }
+
+
+@pytest.mark.parametrize("metric", ["jsd", "abs", "argmax_accuracy"])
+def test_blocked_engine_equals_one_block(metric, smol, monkeypatch):
+    """Long sentences are scored in blocks of patterns to bound memory; results must not change."""
+    recs, ctxs = smol
+    whole = score_heads(recs, metric=metric, contexts=ctxs)
+    monkeypatch.setattr("attn_tools.scoring._CHUNK_ELEMENTS", 2000)  # a few patterns per block
+    blocked = score_heads(recs, metric=metric, contexts=ctxs)
+    pd.testing.assert_frame_equal(whole, blocked, check_exact=False, rtol=0, atol=1e-12)
