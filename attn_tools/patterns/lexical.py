@@ -5,6 +5,12 @@
 (`transformer_lens.head_detector`) on the model's token ids, so scores computed with them and the
 ``mul``/``abs`` metrics equal ``detect_head``'s. Those three are lower-triangular by definition
 (they only look back), for encoders too.
+
+Tokens and pieces: ``punctuation`` and the three TransformerLens patterns work on model tokens —
+each word piece is its own position, and special tokens are ordinary positions (never
+punctuation; a [CLS] or BOS id can still repeat). ``repetition`` is word-level: pieces of a word
+share its row, attention to a word is spread over its pieces, special tokens get the self
+fallback.
 """
 
 from __future__ import annotations
