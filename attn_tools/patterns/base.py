@@ -44,12 +44,14 @@ __all__ = [
     "build_context",
     "build_contexts",
     "get_pattern",
+    "is_punctuation",
     "list_patterns",
     "pattern",
     "pattern_factory",
     "predict",
     "predict_many",
     "resolve_patterns",
+    "shuffled",
 ]
 
 Family = Literal["positional", "lexical", "linguistic", "special", "character", "baseline", "user"]
