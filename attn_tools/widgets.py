@@ -124,11 +124,11 @@ class Explorer(W.VBox):
             disabled=bundle is None,
         )
         self.add_button = W.Button(description="Add", disabled=bundle is None)
-        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
         self.score = W.HTML()
         self.status = W.HTML()
-        self.scores_image = W.Image(format="png", layout=W.Layout(max_width="100%"))
-        self.grid_image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.scores_image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
+        self.grid_image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
         self.scores_note = W.HTML()
         for widget, cls in (
             (self.layer, "attn-layer-slider"),
@@ -139,6 +139,9 @@ class Explorer(W.VBox):
             (self.image, "attn-view"),
             (self.score, "attn-score"),
             (self.status, "attn-status"),
+            (self.scores_image, "attn-scores"),
+            (self.grid_image, "attn-grid"),
+            (self.scores_note, "attn-scores-note"),
         ):
             widget.add_class(cls)
 
@@ -146,7 +149,11 @@ class Explorer(W.VBox):
         scores_tab = W.VBox(
             [
                 self.scores_note,
-                W.HBox([self.scores_image, self.grid_image], layout=W.Layout(flex_flow="row wrap")),
+                W.HBox(
+                    [self.scores_image, self.grid_image],
+                    # no stretching: each picture keeps its own aspect ratio
+                    layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+                ),
             ]
         )
         self.tabs = W.Tab(children=[view_tab, scores_tab])
@@ -445,7 +452,16 @@ def _as_bundle(bundle_or_name: ModelBundle | str) -> ModelBundle:
     if isinstance(bundle_or_name, ModelBundle):
         return bundle_or_name
     if isinstance(bundle_or_name, str):
-        return load_model(bundle_or_name)
+        from transformers.utils import logging as hf_logging
+
+        # the weight-loading progress bar would otherwise stay printed above the app
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return load_model(bundle_or_name)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
     raise TypeError(
         f"expected a ModelBundle or a model name, got {type(bundle_or_name).__name__}. "
         "Fix: pass load_model(...) or an alias such as 'minilm'."

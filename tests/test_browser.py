@@ -194,6 +194,18 @@ def test_explorer_in_voila_redraws_when_the_head_slider_moves(
             assert "layer 0, head 1" in score and "JS distance" in score
             page.screenshot(path=str(shots / "explorer_after.png"), full_page=True)
 
+            # the second tab: this head's scores and its cell in the best-fit grid
+            page.get_by_text("scores & best-fit grid").click()
+            page.wait_for_function(
+                "() => ['img.attn-scores', 'img.attn-grid'].every(s => {"
+                " const i = document.querySelector(s);"
+                " return i && i.complete && i.naturalWidth > 100; })",
+                timeout=120_000,
+            )
+            note = page.locator(".attn-scores-note").inner_text()
+            assert "Layer 0, head 1 is labelled" in note, note
+            page.screenshot(path=str(shots / "explorer_scores_tab.png"), full_page=True)
+
             errors = page.locator(".attn-error")
             assert errors.count() == 0, errors.first.inner_text()
             body = page.inner_text("body")
