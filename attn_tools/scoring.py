@@ -125,7 +125,9 @@ def jsd(a: Any, p: Any, *, base: float = 2.0, axis: int = -1) -> Any:
 
     ``sqrt(JSD)`` with ``JSD = H(m) − (H(a) + H(p)) / 2``, ``m = (a + p) / 2``, logs in ``base``.
     Base 2 (default) puts it in [0, 1]; ``base=math.e`` gives the natural-log numbers of earlier
-    notebooks (at most ``sqrt(ln 2) ≈ 0.833``). Inputs are renormalised along ``axis`` like
+    notebooks (at most ``sqrt(ln 2) ≈ 0.833``). Rounding is clamped to the exact range
+    (divergence in [0, ln 2]), so identical rows give exactly 0 and disjoint ones exactly the
+    maximum. Inputs are renormalised along ``axis`` like
     `scipy.spatial.distance.jensenshannon`; a slice summing to zero gives NaN, NaN propagates.
 
     Args:
@@ -150,8 +152,8 @@ def jsd(a: Any, p: Any, *, base: float = 2.0, axis: int = -1) -> Any:
         pt = pt / pt.sum(dim=axis, keepdim=True)
         m = (at + pt) / 2
         div = (torch.special.xlogy(at, at) + torch.special.xlogy(pt, pt)) / 2
-        div = (div - torch.special.xlogy(m, m)).sum(dim=axis) / scale
-        return div.clamp_min(0.0).sqrt()
+        div = (div - torch.special.xlogy(m, m)).sum(dim=axis).clamp(0.0, _LN2)
+        return (div / scale).sqrt()
     an = np.asarray(a, dtype=np.float64)
     pn = np.asarray(p, dtype=np.float64)
     if (an < 0).any() or (pn < 0).any():
@@ -161,7 +163,7 @@ def jsd(a: Any, p: Any, *, base: float = 2.0, axis: int = -1) -> Any:
         pn = pn / pn.sum(axis=axis, keepdims=True)
         m = (an + pn) / 2
         div = (xlogy(an, an) + xlogy(pn, pn)) / 2 - xlogy(m, m)
-        return np.sqrt(np.clip(div.sum(axis=axis) / scale, 0.0, None))
+        return np.sqrt(np.clip(div.sum(axis=axis), 0.0, _LN2) / scale)
 
 
 def sae(a: Any, p: Any, *, axis: int = -1) -> Any:
@@ -373,7 +375,7 @@ def _score_block(
         pat_ok = pat_ok & mass
     values = _row_values(att, pat, "sae" if opt.metric == "mae" else opt.metric)
     if opt.metric == "jsd":
-        values = np.sqrt(np.clip(values / _log_base(opt.base), 0.0, None))
+        values = np.sqrt(np.clip(values, 0.0, _LN2) / _log_base(opt.base))
     elif opt.metric == "mae":
         n_keys = n if keep is None else keep.sum(axis=-1)  # [n] keys per row
         values = values / n_keys
