@@ -136,3 +136,16 @@ viz.plot_top_heads(dec_scores, "previous_token", k=5)
 
 # %%
 explore(minilm, records=records, scores=scores)
+
+# %% [markdown]
+# ## The same sentence in BertViz
+#
+# `show_bertviz` hands a record to BertViz's `head_view` (or `model_view`) in the format it
+# expects. Unlike the explorer above, BertViz loads require.js and d3 from a CDN, so its view
+# appears only where the browser can reach the internet; it warns above the token count where
+# its drawing becomes unusably slow.
+
+# %%
+from attn_tools.widgets import show_bertviz
+
+show_bertviz(records[0], "head", layer=0, heads=[2])
