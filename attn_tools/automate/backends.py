@@ -201,11 +201,13 @@ class ChatHypothesizer(Hypothesizer):
         max_sentences: int | None = None,
         max_pairs: int | None = None,
         prefill: str = "",
+        compact: bool = False,
     ) -> None:
         self.library = library
         self.max_sentences = max_sentences
         self.max_pairs = max_pairs
         self.prefill = prefill
+        self.compact = compact
 
     @abstractmethod
     def complete(self, messages: list[dict[str, str]]) -> str:
@@ -217,6 +219,7 @@ class ChatHypothesizer(Hypothesizer):
             library=self.library,
             max_sentences=self.max_sentences,
             max_pairs=self.max_pairs,
+            compact=self.compact,
         )
 
     def messages_for(self, task: HeadTask) -> list[dict[str, str]]:
@@ -497,13 +500,17 @@ class LocalChatModel(ChatHypothesizer):
 
     The default, SmolLM2-135M-Instruct, is the offline default model: tiny, so it often fails to
     give a usable program; every failure is a `Proposal` with a status, never an exception. The
-    prompt is shortened for small contexts (``max_sentences``, ``max_pairs``, one worked example),
-    and the reply is started with ``prefill`` so the model continues a JSON object.
+    prompt is the compact one (`build_prompt` with ``compact=True``: a few hundred tokens, since
+    a CPU prefill of thousands of tokens takes minutes), and the reply is started with
+    ``prefill`` so the model continues a JSON object.
 
     Args:
         name: a `load_model` alias or id (ignored when ``bundle`` is given).
         bundle: an already loaded `ModelBundle` with a chat template (reused, not reloaded).
         max_new_tokens: reply length limit.
+        threads: torch threads while generating (restored afterwards); None keeps torch's
+            setting. Decoding a small model is latency-bound, and one thread does not fight
+            other work for the cores (oversubscribed threads slow CPU decoding several-fold).
     """
 
     name = "local"
@@ -518,10 +525,17 @@ class LocalChatModel(ChatHypothesizer):
         max_sentences: int | None = 3,
         max_pairs: int | None = 6,
         prefill: str = '{"hypotheses": ["',
+        compact: bool = True,
+        threads: int | None = 1,
     ) -> None:
         super().__init__(
-            library=library, max_sentences=max_sentences, max_pairs=max_pairs, prefill=prefill
+            library=library,
+            max_sentences=max_sentences,
+            max_pairs=max_pairs,
+            prefill=prefill,
+            compact=compact,
         )
+        self.threads = threads
         self.model_name = name if bundle is None else bundle.source
         self._bundle = bundle
         self.max_new_tokens = int(max_new_tokens)
@@ -533,6 +547,8 @@ class LocalChatModel(ChatHypothesizer):
             "max_new_tokens": self.max_new_tokens,
             "max_sentences": self.max_sentences,
             "max_pairs": self.max_pairs,
+            "compact": self.compact,
+            "threads": self.threads,
             "decoding": "greedy",
         }
 
@@ -566,25 +582,34 @@ class LocalChatModel(ChatHypothesizer):
                     "max_sentences/max_pairs."
                 )
             model = bundle.model
-            with torch.no_grad():
-                out = model.generate(
-                    input_ids=enc["input_ids"].to(bundle.device),
-                    attention_mask=enc["attention_mask"].to(bundle.device),
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=tok.pad_token_id
-                    if tok.pad_token_id is not None
-                    else tok.eos_token_id,
-                )
+            before = torch.get_num_threads()
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
+            try:
+                out = self._generate(model, enc, tok, bundle.device)
+            finally:
+                torch.set_num_threads(before)
             reply = tok.decode(out[0, n_in:], skip_special_tokens=True)
         except BackendError:
             raise
         except Exception as exc:  # a local model failing is a result, not a crash
             raise BackendError(f"local generation failed: {type(exc).__name__}: {exc}") from exc
         return self.prefill + reply
+
+    def _generate(self, model: Any, enc: Any, tok: Any, device: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return model.generate(
+                input_ids=enc["input_ids"].to(device),
+                attention_mask=enc["attention_mask"].to(device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            )
 
 
 # ----------------------------------------------------------------------------- program search

@@ -71,8 +71,8 @@ RULES = """\
 - Return a numpy array of shape (ctx.n, ctx.n): row q says where token q attends, column k is
   the key. Values must be finite and non-negative. Rows are normalised for you; an all-zero row
   means "attend to itself".
-- Only `import numpy as np` and `import math` are allowed; no files, network, printing to
-  files, eval/exec, or attributes that start with an underscore."""
+- Only `import numpy as np` and `import math` are allowed; no files, network, eval/exec, or
+  attributes that start with an underscore. print() output is kept for the log only."""
 
 
 # ----------------------------------------------------------------------------- data types
@@ -250,6 +250,7 @@ def build_prompt(
     library: Sequence[str | Pattern] | None = None,
     max_sentences: int | None = None,
     max_pairs: int | None = None,
+    compact: bool = False,
 ) -> Prompt:
     """The prompt for one head.
 
@@ -258,11 +259,15 @@ def build_prompt(
         library: registry patterns (names or `Pattern`s) shown as worked examples; default
             `DEFAULT_WORKED_EXAMPLES` (those registered).
         max_sentences, max_pairs: shorten the examples (small local models have short contexts).
+        compact: a short prompt for small local models (a few hundred tokens): the same task,
+            examples and reply format, with one-line rules and the worked examples' code only.
 
     Returns:
         A `Prompt`; ``prompt.messages`` is ready for a chat-completions API.
     """
     doc = trim_examples(examples, max_sentences=max_sentences, max_pairs=max_pairs)
+    if compact:
+        return _compact_prompt(doc, library)
     kind = doc.get("kind", "causal")
     if library is None:
         library = []
@@ -273,8 +278,8 @@ def build_prompt(
                 continue
     worked = [get_pattern(p) for p in library]
     causal_rule = (
-        "- This is a causal (decoder) model: token q can only attend to keys k <= q, so every "
-        "entry above the diagonal must be 0 (use np.tril).\n"
+        "- This is a causal (decoder) model: token q can only attend to keys k <= q, so every\n"
+        "  entry above the diagonal must be 0 (use np.tril).\n"
         if kind == "causal"
         else ""
     )
@@ -312,9 +317,9 @@ def build_prompt(
         "1. Propose three different hypotheses about what the head does.",
         "2. Pick the hypothesis that fits the examples best.",
         "3. Cite evidence from the examples: sentences and (query -> key) pairs that support it.",
-        f'4. Draw a small example matrix of your pattern on "{TOY_SENTENCE}".',
-        "5. Implement it as `def pattern(ctx):` (the library's signature) returning an array of "
-        "shape (ctx.n, ctx.n).",
+        f'4. Draw a small example matrix of your pattern on the sentence "{TOY_SENTENCE}"',
+        "5. Implement it as `def pattern(ctx):` (the library's signature), returning an array\n"
+        "   of shape (ctx.n, ctx.n).",
         "6. Check that its matrix is valid: the right shape, finite, non-negative"
         + (", zero above the diagonal." if kind == "causal" else "."),
         "",
@@ -328,6 +333,26 @@ def build_prompt(
     user = "\n".join(p for p in parts if p is not None)
     user = re.sub(r"\n{3,}", "\n\n", user)
     return Prompt(system=SYSTEM, user=user)
+
+
+def _compact_prompt(doc: dict[str, Any], library: Sequence[str | Pattern] | None) -> Prompt:
+    kind = doc.get("kind", "causal")
+    sentences = [{"tokens": s["tokens"], "pairs": s["pairs"]} for s in doc.get("sentences", [])]
+    worked = [get_pattern(p) for p in (library or ())]
+    parts = [
+        f"Attention head {doc['layer']}.{doc['head']} of the {kind} model {doc['model']}. "
+        "For each sentence: its tokens and the heaviest [query, key, weight] pairs (token "
+        "`query` attends to token `key`).",
+        json.dumps(sentences, ensure_ascii=False),
+        "Write `def pattern(ctx):` returning a numpy array of shape (ctx.n, ctx.n): row q is "
+        "where token q attends. ctx has n, tokens, token_pos, special_mask, punct_mask and "
+        'builtin("previous_token") / builtin("first_token") / builtin("self").'
+        + (" Keep it zero above the diagonal (np.tril)." if kind == "causal" else ""),
+        *(f"Example:\n```python\n{_pattern_source(p)}\n```" for p in worked),
+        'Answer with JSON only: {"hypotheses": [three short guesses], "chosen": 0, '
+        '"evidence": "...", "program": "def pattern(ctx):\\n    ..."}',
+    ]
+    return Prompt(system=SYSTEM, user="\n".join(parts))
 
 
 def _fmt_top(top: Sequence[tuple[int, str, float]]) -> str:
