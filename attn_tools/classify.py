@@ -7,9 +7,16 @@ similarity (``mul``, ``abs``, ``argmax_accuracy``).
 How `best_fit` labels a head (also in ``df.attrs["rule"]``, one line, for figure captions):
 
 1. Candidates are the head's patterns with a score, excluding baselines (``shuffled(...)``), the
-   ``uniform`` pattern when it is the baseline, and patterns that predict no row of their own on
-   that model (pure self fallback, e.g. ``next_token`` on a decoder; see
-   ``score_heads(...).attrs["coverage"]``).
+   ``uniform`` pattern when it is the baseline, and patterns that predict too few rows of their
+   own on that model (see ``score_heads(...).attrs["coverage"]``): when the table averaged over
+   all rows (``rows="all"``, the default) a pattern needs ``min_coverage`` (default half) of the
+   rows, because on the other rows it predicts only the self fallback and its score would mostly
+   measure that (e.g. ``next_token`` on a decoder predicts nothing; ``dep(amod)`` predicts only
+   adjective rows — score those with ``rows="scored"``); with ``rows="scored"`` any pattern that
+   predicts some row is a candidate. Patterns that score identically on every head of a model
+   predict the same thing on these sentences (``first_token`` and ``special_tokens`` on a decoder
+   whose only special token is BOS): the first one in the table stands for all of them, and
+   ``df.attrs["aliases"]`` lists the rest.
 2. The best candidate is the best score; candidates within ``tie_tolerance`` of it are listed in
    ``tied`` (best first).
 3. The head is labelled with the best pattern only if every test in use passes, else ``"none"``:
@@ -80,11 +87,18 @@ def with_shuffled(patterns: Iterable[str | Pattern] | None = None) -> list[str]:
 
 
 def _rule_text(
-    metric: str, baseline: str | None, threshold: float | None, margin: float, tie: float
+    metric: str,
+    baseline: str | None,
+    threshold: float | None,
+    margin: float,
+    tie: float,
+    min_coverage: float = 0.0,
 ) -> str:
     """The labelling rule in one line, for captions (``best_fit(...).attrs["rule"]``)."""
+    among = f" (of patterns predicting ≥ {min_coverage:.0%} of rows)" if min_coverage > 0 else ""
     best = (
-        f"label = pattern with the {'highest' if higher_is_better(metric) else 'lowest'} {metric}"
+        f"label = pattern with the {'highest' if higher_is_better(metric) else 'lowest'} "
+        f"{metric}{among}"
     )
     tests = []
     if baseline == "uniform":
@@ -97,6 +111,34 @@ def _rule_text(
     return f"{rule}; ties within {tie:g} listed"
 
 
+def _merge_aliases(
+    candidates: pd.DataFrame,
+) -> tuple[pd.DataFrame, dict[str, dict[str, list[str]]]]:
+    """Keep one pattern of each group that scores identically on every head of a model."""
+    keep, aliases = [], {}
+    for model, sub in candidates.groupby("model", sort=False):
+        wide = sub.pivot_table(
+            index="pattern", columns=["layer", "head"], values="mean", sort=False
+        )
+        order = list(dict.fromkeys(sub["pattern"]))  # table order: built-ins first
+        wide = wide.reindex(order)
+        # a missing score (NaN) must match a missing score, so compare bytes with a sentinel
+        rounded = np.nan_to_num(np.round(wide.to_numpy(dtype=float), 9), nan=-1e300)
+        signature = [row.tobytes() for row in rounded]
+        first: dict[bytes, str] = {}
+        merged: dict[str, list[str]] = {}
+        for name, sig in zip(order, signature):
+            if sig in first:
+                merged.setdefault(first[sig], []).append(name)
+            else:
+                first[sig] = name
+        dropped = {n for names in merged.values() for n in names}
+        keep.append(sub[~sub["pattern"].isin(dropped)])
+        if merged:
+            aliases[str(model)] = merged
+    return (pd.concat(keep) if keep else candidates), aliases
+
+
 def best_fit(
     scores: pd.DataFrame,
     *,
@@ -104,6 +146,7 @@ def best_fit(
     baseline: Baseline | None = "uniform",
     margin: float = 0.05,
     tie_tolerance: float = 0.01,
+    min_coverage: float = 0.5,
 ) -> pd.DataFrame:
     """The best-fitting pattern of every head, with a "no pattern" verdict (see module docstring).
 
@@ -114,6 +157,8 @@ def best_fit(
             (the ``shuffled(<pattern>)`` rows must be: score `with_shuffled` patterns) or None.
         margin: how much better than the baseline the best pattern must be.
         tie_tolerance: patterns within this of the best are listed in ``tied``.
+        min_coverage: for tables scored on all rows, the share of rows a pattern must predict
+            itself to be a candidate (0 admits every pattern that predicts any row).
 
     Returns:
         One row per (model, layer, head): ``model, layer, head, best_pattern, best_score, label,
@@ -136,14 +181,18 @@ def best_fit(
     candidates = df[~_is_baseline(df["pattern"]) & np.isfinite(df["mean"])]
     if baseline == "uniform":
         candidates = candidates[candidates["pattern"] != "uniform"]
+    if not 0.0 <= min_coverage <= 1.0:
+        raise ValueError(f"min_coverage must be within [0, 1], got {min_coverage}")
     coverage = scores.attrs.get("coverage") or {}
     if coverage:
+        floor = min_coverage if scores.attrs.get("rows", "all") == "all" else 0.0
         covered = [
-            coverage.get(m, {}).get(p, 1.0) > 0
+            (c := coverage.get(m, {}).get(p, 1.0)) > 0 and c >= floor
             for m, p in zip(candidates["model"], candidates["pattern"])
         ]
         candidates = candidates[np.asarray(covered, dtype=bool)]
-    if candidates.empty:
+    candidates, aliases = _merge_aliases(candidates)
+    if not np.isfinite(df["mean"]).any():
         raise ValueError("no pattern has a score for any head; nothing to choose from")
     ranked = candidates.sort_values([*HEAD_KEYS, "signed"], kind="stable")
     best = ranked.groupby(HEAD_KEYS, sort=True).head(1).set_index(HEAD_KEYS)
@@ -205,7 +254,16 @@ def best_fit(
     cols = [*BEST_FIT_COLUMNS, "beats_baseline", "passes_threshold", "metric"]
     result = out[cols].reset_index(drop=True)
     result.attrs = {
-        "rule": _rule_text(metric, baseline, threshold, margin, tie_tolerance),
+        "aliases": aliases,
+        "min_coverage": min_coverage,
+        "rule": _rule_text(
+            metric,
+            baseline,
+            threshold,
+            margin,
+            tie_tolerance,
+            min_coverage if scores.attrs.get("rows", "all") == "all" and coverage else 0.0,
+        ),
         "metric": metric,
         "baseline": baseline,
         "threshold": threshold,

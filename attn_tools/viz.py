@@ -1036,7 +1036,12 @@ def plot_best_fit_grid(
         for name in _ties(row)[:MAX_TIED_COLORS]:
             labels_seen[name] = labels_seen.get(name, 0) + 1
     legend_names = sorted(labels_seen, key=lambda nm: (-labels_seen[nm], nm))
-    legend_width = 0.3 + 0.075 * max([len(n) + 5 for n in legend_names] + [18])
+    # patterns that predicted exactly the same thing on these sentences share one entry
+    aliases = (best.attrs.get("aliases") or {}).get(str(model), {})
+    alias_lines = [", ".join(aliases[n]) for n in legend_names if aliases.get(n)]
+    legend_width = 0.3 + 0.075 * max(
+        [len(n) + 5 for n in legend_names] + [len(a) + 4 for a in alias_lines] + [18]
+    )
     width = max(n_heads * cell + 0.9 + legend_width, 0.105 * len(full_title) + 0.5)
     # cells stay square: shrink them if the title made the figure wider than the grid needs
     cell = min(cell, (width - 0.9 - legend_width) / n_heads)
@@ -1092,7 +1097,8 @@ def plot_best_fit_grid(
             facecolor=pattern_color(nm),
             edgecolor="#666666",
             linewidth=0.5,
-            label=f"{nm} ({labels_seen[nm]})",
+            label=f"{nm} ({labels_seen[nm]})"
+            + (f"\n  = {', '.join(aliases[nm])}" if aliases.get(nm) else ""),
         )
         for nm in legend_names
     ]

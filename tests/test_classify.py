@@ -94,8 +94,27 @@ def test_best_fit_similarity_direction_and_coverage():
     assert list(fit["label"]) == ["A", "none", "none", "B"]
     assert "highest mul" in best_fit(_table(sim, metric="mul")).attrs["rule"]
     table = _table(HAND)
-    table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.4, "uniform": 1.0}}
+    table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.6, "uniform": 1.0}}
     assert list(best_fit(table)["best_pattern"]) == ["B"] * 4  # A never predicts a row
+    # B predicts only 40% of rows: on a table averaged over all rows it is mostly the fallback
+    table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.4, "uniform": 1.0}}
+    assert list(best_fit(table)["label"]) == ["none"] * 4
+    assert list(best_fit(table, min_coverage=0.3)["best_pattern"]) == ["B"] * 4
+    table.attrs["rows"] = "scored"  # fallback rows were not scored: any coverage will do
+    assert list(best_fit(table)["best_pattern"]) == ["B"] * 4
+
+
+def test_identical_patterns_are_merged_as_aliases():
+    table = _table({h: {**s, "A_copy": s["A"]} for h, s in HAND.items()})
+    fit = best_fit(table)
+    assert fit.attrs["aliases"] == {"m": {"A": ["A_copy"]}}
+    assert not any("A_copy" in t for t in fit["tied"])
+    assert list(fit["label"]) == ["A", "none", "none", "B"]
+    # the poster's legend says that A also stands for A_copy
+    from attn_tools.viz import plot_best_fit_grid
+
+    legend = plot_best_fit_grid(fit).axes[0].get_legend()
+    assert "A (1)\n  = A_copy" in [t.get_text() for t in legend.get_texts()]
 
 
 def test_a_head_without_any_score_is_kept_as_none():
@@ -134,8 +153,10 @@ def test_best_fit_finds_minilms_previous_token_head(mini_scores, minilm_records)
     head = fit.loc[(0, 2)]
     assert head["label"] == "previous_token"
     assert head["best_score"] < 0.02  # a near-perfect previous-token head
-    # previous_token and TransformerLens's previous_token_head are the same prediction
-    assert head["tied"] == ("previous_token", "previous_token_head")
+    # previous_token and TransformerLens's previous_token_head are the same prediction here:
+    # best_fit keeps the first and lists the other as its alias
+    assert head["tied"] == ("previous_token",)
+    assert "previous_token_head" in fit.attrs["aliases"]["all-MiniLM-L6-v2"]["previous_token"]
     assert head["baseline_score"] > 0.5
     top = top_heads(mini_scores, "previous_token", k=3)
     assert list(top["rank"]) == [1, 2, 3]
