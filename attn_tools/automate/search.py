@@ -166,11 +166,37 @@ def _dep_class(rel: str) -> RowClass:
     )
 
 
+#: who a partial pattern's own rows are, in words (else "tokens that `name` predicts").
+_APPLIES_WORDS = {
+    "last_token": "sentence-final tokens",
+    "next_token": "every token but the last",
+    "punctuation": "tokens with punctuation after them",
+    "repetition": "words that occur more than once",
+    "same_text": "tokens whose text occurs more than once",
+    "duplicate_token_head": "tokens whose id occurred earlier",
+    "induction_head": "tokens whose id occurred earlier (with a successor)",
+    "dependency_to_head": "words that have a syntactic head",
+    "dependency_to_children": "words that have syntactic children",
+    "same_word": "pieces of words split into several tokens",
+    "word_start": "tokens inside a word",
+    "noun_modifier": "modifiers of nouns",
+    "pronoun": "pronouns with a noun before them",
+    "preposition": "prepositions and their attachments",
+    "pos_alignment": "words",
+}
+
+
 def _applies_class(name: str) -> RowClass:
     var = Atom(name).var + "_applies"
+    if name.startswith("dep(") and name.endswith(")"):
+        words = f"tokens of {name[4:-1]} dependents"
+    elif name.startswith("offset("):
+        words = f"tokens that have a token at {name}"
+    else:
+        words = _APPLIES_WORDS.get(name, f"tokens that `{name}` predicts itself")
     return RowClass(
         key=f"applies:{name}",
-        words=f"tokens that `{name}` predicts (not by fallback)",
+        words=words,
         var=var,
         code=f'ctx.builtin("{name}", fallback=False).sum(axis=1) > 0',
         fn=lambda ctx: predict(get_pattern(name), ctx)[1],
