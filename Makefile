@@ -44,6 +44,7 @@ test: lint
 bench: setup
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/bench_explorer.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -27,6 +27,9 @@ import numpy as np
 __all__ = ["main", "summarise"]
 
 DEFAULT_MODELS = ("minilm", "smollm2")
+# Rankings for one pattern use the rows that pattern predicts itself (rows="scored"): on all rows
+# a pattern that predicts few of them would rank heads by its self-attention fallback instead.
+_TOP_NOTE = "lower is better; scored on the rows each pattern predicts, share shown"
 
 
 def summarise(records: Sequence[Any], *, seconds: float | None = None) -> dict[str, Any]:
@@ -132,10 +135,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(records, metric: str, progress: bool):
+def _score(records, metric: str, progress: bool, rows: str = "all"):
     from attn_tools.scoring import score_heads
 
-    return score_heads(records, metric=metric, progress=progress)
+    return score_heads(records, metric=metric, rows=rows, progress=progress)
 
 
 def _write_table(scores, out: Path, stem: str) -> list[Path]:
@@ -150,15 +153,21 @@ def _print_top_by_family(scores, k: int = 3) -> None:
     from attn_tools.classify import top_heads
     from attn_tools.patterns import get_pattern
 
+    coverage = next(iter((scores.attrs.get("coverage") or {None: {}}).values()))
     by_family: dict[str, list[str]] = {}
     for name in scores["pattern"].unique():
         by_family.setdefault(get_pattern(name).family, []).append(name)
     for family, names in sorted(by_family.items()):
         print(f"  [{family}]")
         for name in names:
+            share = coverage.get(name)
+            if share == 0:
+                print(f"    {name:<24} predicts no row on this model")
+                continue
             top = top_heads(scores, name, k=k)
             cells = ", ".join(f"L{r.layer}.H{r.head} ({r.mean:.3f})" for r in top.itertuples())
-            print(f"    {name:<24} {cells}")
+            rows = f"{share:4.0%}" if share is not None else "    "
+            print(f"    {name:<24} {rows}  {cells}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -166,22 +175,40 @@ def cmd_score(args: argparse.Namespace) -> int:
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
         scores = _score(records, args.metric, not args.quiet)
-        paths = _write_table(scores, out, f"scores_{_slug(bundle.name)}_{args.metric}")
-        print(f"\n== {bundle.name}: top {args.top} heads per pattern ({args.metric})")
-        _print_top_by_family(scores, k=args.top)
+        ranked = _score(records, args.metric, not args.quiet, rows="scored")
+        slug = f"{_slug(bundle.name)}_{args.metric}"
+        paths = _write_table(scores, out, f"scores_{slug}")
+        paths += _write_table(ranked, out, f"scores_{slug}_own_rows")
+        print(f"\n== {bundle.name}: top {args.top} heads per pattern ({args.metric}, {_TOP_NOTE})")
+        _print_top_by_family(ranked, k=args.top)
         print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
+def _showcase_head(fit) -> tuple[int, int]:
+    """The best-fitting head whose pattern is not a plain first-token sink (for the demo heatmap)."""
+    pool = fit[~fit["label"].isin(["none", "first_token"])].sort_values("best_score")
+    if pool.empty:
+        pool = fit.sort_values("best_score")
+    return int(pool.iloc[0]["layer"]), int(pool.iloc[0]["head"])
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
+    from attn_tools.classify import best_fit
     from attn_tools.viz import write_figures
 
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores = _score(records, args.metric, not args.quiet)
+        fit = best_fit(_score(records, args.metric, not args.quiet))
+        ranked = _score(records, args.metric, not args.quiet, rows="scored")
         written = write_figures(
-            records, scores, out / _slug(bundle.name), model_name=bundle.name, formats=args.format
+            records,
+            ranked,
+            out / _slug(bundle.name),
+            model_name=bundle.name,
+            formats=args.format,
+            best=fit,
         )
         print(f"{bundle.name}: wrote {len(written)} files under {out / _slug(bundle.name)}")
     return 0
@@ -231,6 +258,7 @@ def cmd_automate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Extract, summarise, score and draw for both offline defaults into one folder."""
+    from attn_tools.classify import best_fit
     from attn_tools.viz import plot_head, write_figures
 
     out = Path(args.out)
@@ -243,14 +271,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         slug = _slug(bundle.name)
         t0 = time.perf_counter()
         scores = _score(records, "jsd", not args.quiet)
+        ranked = _score(records, "jsd", not args.quiet, rows="scored")
         s["score_seconds"] = round(time.perf_counter() - t0, 2)
         table = _write_table(scores, out, f"scores_{slug}")
-        print(f"\n   top 3 heads per pattern family (jsd, lower is better) — {bundle.name}")
-        _print_top_by_family(scores, k=3)
-        fig = plot_head(records[0], bundle.n_layers // 2, 0)
+        table += _write_table(ranked, out, f"scores_{slug}_own_rows")
+        print(f"\n   top 3 heads per pattern, by family — {bundle.name} (jsd, {_TOP_NOTE})")
+        _print_top_by_family(ranked, k=3)
+        fit = best_fit(scores)
+        layer, head = _showcase_head(fit)
         heatmap = out / f"heatmap_{slug}.png"
-        fig.savefig(heatmap, dpi=120, bbox_inches="tight")
-        figures = write_figures(records, scores, out / slug, model_name=bundle.name)
+        plot_head(records[0], layer, head).savefig(heatmap, dpi=120, bbox_inches="tight")
+        # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
+        figures = write_figures(records, ranked, out / slug, model_name=bundle.name, best=fit)
         s["files"] = [str(p) for p in [heatmap, *table, *figures]]
         summaries.append(s)
         print(f"   wrote {heatmap}, {len(table)} tables and {len(figures)} figures in {out / slug}")

@@ -18,6 +18,7 @@ import hashlib
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -1204,6 +1205,17 @@ def write_figures(
     names = (
         list(patterns) if patterns is not None else list(dict.fromkeys(sub["pattern"].astype(str)))
     )
+    # a pattern with no score on any head predicts no row on this model (next_token on a decoder
+    # scored on its own rows): there is nothing to draw for it
+    scored = set(sub.loc[np.isfinite(sub["mean"].astype(float)), "pattern"].astype(str))
+    skipped = [n for n in names if n not in scored]
+    names = [n for n in names if n in scored]
+    if skipped:
+        warnings.warn(
+            f"no per-pattern figures for {', '.join(skipped)}: no head has a score "
+            f"(the pattern predicts no row of {model}'s sentences)",
+            stacklevel=2,
+        )
     if best is None:
         best = default_best_fit(sub)
     else:

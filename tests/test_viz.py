@@ -458,3 +458,19 @@ def test_pattern_table_lists_the_registry_with_colours():
     assert list(table["name"]) == list(REGISTRY)
     assert (table["color"] == [viz.pattern_color(n) for n in REGISTRY]).all()
     assert set(table["family"]) >= {"positional", "lexical", "linguistic", "special", "character"}
+
+
+def test_write_figures_skips_a_pattern_that_predicts_no_row(smollm2_records, tmp_path):
+    """On a decoder `next_token` predicts nothing; scored on own rows it has no score at all."""
+    from attn_tools.classify import best_fit
+
+    recs = smollm2_records[:4]
+    pats = ["next_token", "previous_token", "first_token", "uniform"]
+    ranked = score_heads(recs, pats, rows="scored")
+    assert ranked.loc[ranked["pattern"] == "next_token", "mean"].isna().all()
+    fit = best_fit(score_heads(recs, pats))
+    with pytest.warns(UserWarning, match="no per-pattern figures for next_token"):
+        written = viz.write_figures(recs, ranked, tmp_path, best=fit)
+    names = {p.name for p in written}
+    assert "scores-previous_token.png" in names and "best_fit_grid.png" in names
+    assert not any("next_token" in n for n in names)
