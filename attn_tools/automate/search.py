@@ -72,6 +72,9 @@ _PHRASES = {
     "dependency": "its syntactic head and children",
     "pos_alignment": "words with the same part of speech",
     "word_start": "the first piece of its word",
+    "noun_modifier": "the noun it modifies",
+    "pronoun": "earlier nouns (from pronouns)",
+    "preposition": "a preposition's head and object",
     "same_word": "the other pieces of its word",
 }
 
@@ -190,6 +193,8 @@ def _applies_class(name: str) -> RowClass:
     var = Atom(name).var + "_applies"
     if name.startswith("dep(") and name.endswith(")"):
         words = f"tokens of {name[4:-1]} dependents"
+    elif name.startswith("dep_rev(") and name.endswith(")"):
+        words = f"words with {name[8:-1]} dependents"
     elif name.startswith("offset("):
         words = f"tokens that have a token at {name}"
     else:
@@ -404,13 +409,27 @@ class FittedProgram:
     @property
     def hypothesis(self) -> str:
         """One line in words."""
-        parts = [f"{cls.words} attend to {leaf.words(plural=True)}" for cls, leaf in self.rules]
+        parts = [
+            f"{_join_words([c.words for c in classes])} attend to {leaf.words(plural=True)}"
+            for classes, leaf in self.grouped_rules
+        ]
         if self.rules:
             parts.append(f"every other token attends to {self.default.words()}")
         else:
             parts.append(f"each token attends to {self.default.words()}")
         text = "; ".join(parts)
         return text[0].upper() + text[1:] + "."
+
+    @property
+    def grouped_rules(self) -> list[tuple[tuple[RowClass, ...], Leaf]]:
+        """Rules with adjacent identical leaves merged (the same program, read more easily)."""
+        groups: list[tuple[tuple[RowClass, ...], Leaf]] = []
+        for cls, leaf in self.rules:
+            if groups and groups[-1][1] == leaf:
+                groups[-1] = ((*groups[-1][0], cls), leaf)
+            else:
+                groups.append(((cls,), leaf))
+        return groups
 
     @property
     def source(self) -> str:
@@ -427,12 +446,15 @@ class FittedProgram:
         for cls, _ in self.rules:
             lines.append(f"    {cls.var} = {cls.code}")
         lines.append(f"    out = {self.default.code()}  # every other token")
-        for i in range(len(self.rules) - 1, -1, -1):
-            cls, leaf = self.rules[i]
-            note = " (wins over later rules)" if i < len(self.rules) - 1 else ""
+        groups = self.grouped_rules
+        for i in range(len(groups) - 1, -1, -1):
+            classes, leaf = groups[i]
+            rows = " | ".join(c.var for c in classes)
+            rows = f"({rows})" if len(classes) > 1 else rows
+            note = " (wins over later rules)" if i < len(groups) - 1 else ""
             lines.append(
-                f"    out = np.where({cls.var}[:, None], {leaf.code()}, out)"
-                f"  # rule {i + 1}{note}: {cls.words}"
+                f"    out = np.where({rows}[:, None], {leaf.code()}, out)"
+                f"  # rule {i + 1}{note}: {_join_words([c.words for c in classes])}"
             )
         lines.append("    return out")
         return "\n".join(lines) + "\n"
@@ -465,6 +487,11 @@ class FittedProgram:
 
         return Pattern(name=name, family=family, description=self.hypothesis, fn=fn,
                        needs_parse=True)  # fmt: skip
+
+
+def _join_words(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _atom_matrix(atom: Atom, ctx: PatternContext) -> np.ndarray:
