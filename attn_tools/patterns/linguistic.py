@@ -106,44 +106,44 @@ def _relation_arcs(ctx: PatternContext, label: str) -> tuple[np.ndarray, np.ndar
     return d[keep], h[keep]
 
 
-@pattern_factory("dep", example="dep(nsubj)")
-def dep(rel: str) -> Pattern:
-    """``dep(rel)``: each word whose relation is ``rel`` attends to its head; others fall back."""
-    label = _relation(rel, "dep")
+def _relation_pattern(rel: str, *, reverse: bool) -> Pattern:
+    """Dependent → head arcs of one relation (``reverse``: head → its dependents)."""
+    prefix = "dep_rev" if reverse else "dep"
+    label = _relation(rel, prefix)
 
     def fn(ctx: PatternContext) -> np.ndarray:
         m = _empty_words(ctx)
         d, h = _relation_arcs(ctx, label)
-        m[d, h] = 1.0
+        if reverse:
+            m[h, d] = 1.0
+        else:
+            m[d, h] = 1.0
         return ctx.words_to_tokens(m)
 
+    what = (
+        f"Each head attends to its {label} dependents"
+        if reverse
+        else f"Each {label} dependent attends to its head"
+    )
     return Pattern(
-        name=f"dep({label})",
+        name=f"{prefix}({label})",
         family=_FAMILY,
-        description=f"Each {label} dependent attends to its head (other words: self fallback)",
+        description=f"{what} (other words: self fallback)",
         fn=fn,
         needs_parse=True,
     )
+
+
+@pattern_factory("dep", example="dep(nsubj)")
+def dep(rel: str) -> Pattern:
+    """``dep(rel)``: each word whose relation is ``rel`` attends to its head; others fall back."""
+    return _relation_pattern(rel, reverse=False)
 
 
 @pattern_factory("dep_rev", example="dep_rev(dobj)")
 def dep_rev(rel: str) -> Pattern:
     """``dep_rev(rel)``: each head attends evenly to its ``rel`` dependents; others fall back."""
-    label = _relation(rel, "dep_rev")
-
-    def fn(ctx: PatternContext) -> np.ndarray:
-        m = _empty_words(ctx)
-        d, h = _relation_arcs(ctx, label)
-        m[h, d] = 1.0
-        return ctx.words_to_tokens(m)
-
-    return Pattern(
-        name=f"dep_rev({label})",
-        family=_FAMILY,
-        description=f"Each head attends to its {label} dependents (other words: self fallback)",
-        fn=fn,
-        needs_parse=True,
-    )
+    return _relation_pattern(rel, reverse=True)
 
 
 # Both directions are registered: in a decoder the framework masks whichever one looks ahead
