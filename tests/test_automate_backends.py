@@ -367,6 +367,8 @@ def test_constructor_checks():
     assert make_backend("gemini").base_url.startswith("https://generativelanguage")
     assert make_backend("gemini").api_key_env == "GEMINI_API_KEY"
     assert make_backend("ollama", model="qwen2.5").describe()["api_key_env"] is None
+    assert make_backend("openai", model=None, base_url=None).model == "gpt-4o-mini"
+    assert make_backend("local", name=None).model_name == "smollm2"
     assert isinstance(make_backend("search", max_rules=2), ProgramSearch)
     assert isinstance(make_backend("local", max_new_tokens=8), LocalChatModel)
     with pytest.raises(ValueError, match="unknown backend"):

@@ -731,13 +731,14 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def make_backend(name: str, **kwargs: Any) -> Hypothesizer:
-    """A hypothesizer by name.
+def make_backend(name: str, /, **kwargs: Any) -> Hypothesizer:
+    """A hypothesizer by name (``name`` is positional-only, so ``LocalChatModel``'s own
+    ``name=`` passes through ``kwargs``).
 
     ``"search"`` → `ProgramSearch`; ``"local"`` → `LocalChatModel`; ``"openai"``, ``"gemini"``,
     ``"ollama"`` → `OpenAICompatible` with that service's defaults (``base_url``, ``model``,
-    ``api_key_env``), any of which ``kwargs`` override; ``"openai-compatible"`` needs
-    ``base_url`` and ``model``.
+    ``api_key_env``), any of which ``kwargs`` override (``None`` for ``model`` or ``base_url``
+    keeps the default); ``"openai-compatible"`` needs ``base_url`` and ``model``.
 
     Example:
         >>> make_backend("gemini", model="gemini-2.5-flash")   # key from $GEMINI_API_KEY
@@ -746,9 +747,13 @@ def make_backend(name: str, **kwargs: Any) -> Hypothesizer:
     if key in ("search", "program-search", "programsearch"):
         return ProgramSearch(**kwargs)
     if key in ("local", "local-chat", "smollm2"):
+        if kwargs.get("name") is None:
+            kwargs.pop("name", None)
         return LocalChatModel(**kwargs)
     if key in _PRESETS:
-        return OpenAICompatible(**{**_PRESETS[key], **kwargs})
+        # an unset model or base_url (None, e.g. from a command line) keeps the preset's
+        given = {k: v for k, v in kwargs.items() if v is not None or k == "api_key_env"}
+        return OpenAICompatible(**{**_PRESETS[key], **given})
     if key in ("openai-compatible", "http"):
         if "base_url" not in kwargs or "model" not in kwargs:
             raise ValueError("make_backend('openai-compatible') needs base_url= and model=")
