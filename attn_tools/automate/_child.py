@@ -465,13 +465,17 @@ def _harden(cpu_seconds: float, memory_mb: int) -> None:
     spent = usage.ru_utime + usage.ru_stime
     soft = int(math.ceil(spent + cpu_seconds))
     resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
-    vm_kb = 0
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmSize:"):
-                vm_kb = int(line.split()[1])
-    limit = (vm_kb + int(memory_mb) * 1024) * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    vm_kb = None
+    try:  # Linux: the address space already mapped, so the limit is what the program may add
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    vm_kb = int(line.split()[1])
+    except OSError:
+        pass
+    if vm_kb is not None:
+        limit = (vm_kb + int(memory_mb) * 1024) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if os.getuid() == 0:  # root ignores RLIMIT_NPROC; become nobody so it applies
