@@ -242,17 +242,24 @@ def cmd_automate(args: argparse.Namespace) -> int:
         }
     elif args.backend == "local":
         backend_kwargs = {"name": args.llm or "smollm2"}
+    library: Any = False if args.no_library else args.library
     result = automate_heads(
         bundle,
         heads=args.heads,
         backend=make_backend(args.backend, **backend_kwargs),
         out=Path(args.out),
-        sentences=load_sentences(args.sentences),
+        sentences=load_sentences(args.sentences) if args.sentences else None,
         heldout=load_sentences(args.heldout),
         rounds=args.rounds,
+        library=library,
         progress=not args.quiet,
     )
-    print(result.to_string(index=False) if hasattr(result, "to_string") else result)
+    shown = [
+        "layer", "head", "status", "heldout_score", "builtin_name", "builtin_score",
+        "beats_builtin", "accepted", "hypothesis",
+    ]  # fmt: skip
+    print(result[[c for c in shown if c in result.columns]].to_string(index=False))
+    print(f"\nrun folder: {args.out} (prompts, replies, programs, sandbox results, summary.csv)")
     return 0
 
 
@@ -331,13 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="smollm2")
     sp.add_argument("--heads", type=_parse_heads, required=True, help="LAYER.HEAD,... e.g. 5.3,7.1")
     sp.add_argument("--backend", choices=["search", "local", "openai"], default="search")
-    sp.add_argument("--sentences", default="all", help="sentences the backend sees")
+    sp.add_argument(
+        "--sentences",
+        default=None,
+        help="sentences the backend sees (default: every 8th built-in analysis sentence)",
+    )
     sp.add_argument("--heldout", default="heldout", help="sentences used only to validate")
     sp.add_argument("--rounds", type=int, default=2, help="refinement rounds (hard bound)")
     sp.add_argument("--base-url", default="https://api.openai.com/v1")
     sp.add_argument("--llm", default=None, help="chat model name for the local/openai backends")
     sp.add_argument("--api-key-env", default="OPENAI_API_KEY")
     sp.add_argument("--out", required=True, help="run folder (resumable)")
+    sp.add_argument("--library", default=None, help="user pattern library folder (default: cache)")
+    sp.add_argument("--no-library", action="store_true", help="do not add accepted programs")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(fn=cmd_automate)
 

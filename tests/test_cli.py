@@ -63,3 +63,24 @@ def test_summarise_numbers(minilm_records):
     assert all(0.0 < x < 6.0 for x in s["entropy_bits_per_layer"])
     with pytest.raises(ValueError):
         summarise([])
+
+
+def test_automate_search_backend_writes_a_resumable_run(tmp_path):
+    """The README's automate command, on one MiniLM head, with the offline program search."""
+    run = tmp_path / "run"
+    args = ("automate", "--model", "minilm", "--heads", "0.2", "--backend", "search")
+    r = _run(*args, "--out", str(run), "--library", str(tmp_path / "lib"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    import pandas as pd
+
+    summary = (run / "summary.csv").read_text()
+    (row,) = pd.read_csv(run / "summary.csv").itertuples()
+    # MiniLM L0.H2 is a previous-token head: the search says so and matches the built-in
+    assert (row.layer, row.head, row.status) == (0, 2, "validated")
+    assert "previous token" in row.hypothesis and row.builtin_name == "previous_token"
+    assert row.heldout_score <= row.builtin_score + 1e-9 < 0.05
+    assert "previous token" in r.stdout and (run / "heads" / "L00_H02").is_dir()
+    # a second run resumes: the finished head is not redone, the summary is unchanged
+    again = _run(*args, "--out", str(run), "--no-library", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert (run / "summary.csv").read_text() == summary
