@@ -50,6 +50,8 @@ from attn_tools.text import pooling_matrices
 __all__ = ["best_fit", "consistency", "linear_fit", "top_heads", "with_shuffled"]
 
 Baseline = Literal["uniform", "shuffled"]
+# metrics that score a pattern's raw weights (TransformerLens detection patterns)
+_RAW_METRICS = ("mul", "abs")
 HEAD_KEYS = ["model", "layer", "head"]
 BEST_FIT_COLUMNS = (
     "model", "layer", "head", "best_pattern", "best_score", "label", "tied",
@@ -173,6 +175,15 @@ def best_fit(
     hib = higher_is_better(metric)
     if baseline not in ("uniform", "shuffled", None):
         raise ValueError(f"baseline must be 'uniform', 'shuffled' or None, got {baseline!r}")
+    if metric in _RAW_METRICS and baseline == "uniform":
+        raise ValueError(
+            f"best_fit with metric={metric!r} cannot use the uniform baseline: {metric} scores raw "
+            "detection patterns (TransformerLens), where the all-ones uniform pattern always "
+            "scores 1 on mul (nothing beats it) and far below any head on abs (everything "
+            "does), and denser patterns always win on mul. Fix: choose best fits with jsd, "
+            "sae or mae, and use top_heads(scores, pattern) for mul/abs, or pass "
+            "baseline='shuffled' (with with_shuffled patterns) or a threshold."
+        )
     if margin < 0 or tie_tolerance < 0:
         raise ValueError("margin and tie_tolerance must be non-negative")
     df = scores[[*HEAD_KEYS, "pattern", "mean"]].copy()
@@ -301,6 +312,12 @@ def top_heads(scores: pd.DataFrame, pattern: str | Pattern, k: int = 3) -> pd.Da
 # ----------------------------------------------------------------------------- consistency
 
 
+def _shared_sentences(a: Sequence[Any], b: Sequence[Any]) -> set[tuple[str, str]]:
+    """(model, text) pairs present on both sides: records are rebuilt on every extract call,
+    so identity cannot tell that two lists hold the same sentences."""
+    return {(r.model, r.text) for r in a} & {(r.model, r.text) for r in b}
+
+
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     half = n // 2
@@ -320,6 +337,7 @@ def consistency(
     threshold: float | None = None,
     margin: float = 0.05,
     tie_tolerance: float = 0.01,
+    min_coverage: float = 0.5,
     progress: bool = False,
     **score_options: Any,
 ) -> pd.DataFrame:
@@ -347,6 +365,13 @@ def consistency(
         fit_recs, val_recs = records, list(heldout)
         if not fit_recs or not val_recs:
             raise ValueError("consistency needs records on both sides")
+        shared = _shared_sentences(fit_recs, val_recs)
+        if shared:
+            raise ValueError(
+                f"{len(shared)} held-out sentence(s) are also in the fit records, e.g. "
+                f"{next(iter(shared))[1][:60]!r}; a finding must be checked on unseen text. "
+                "Fix: pass disjoint sets (load_sentences('heldout') is kept apart from 'all')."
+            )
     names = [p.name for p in resolve_patterns(patterns)]
     if baseline == "uniform" and "uniform" not in names:
         names.append("uniform")
@@ -361,7 +386,11 @@ def consistency(
         val_recs, names, contexts=build_contexts(val_recs, with_parse=need_parse), **opts
     )
     fit_opts = dict(
-        baseline=baseline, threshold=threshold, margin=margin, tie_tolerance=tie_tolerance
+        baseline=baseline,
+        threshold=threshold,
+        margin=margin,
+        tie_tolerance=tie_tolerance,
+        min_coverage=min_coverage,
     )
     fa = best_fit(scores_a, **fit_opts).set_index(HEAD_KEYS)
     fb = best_fit(scores_b, **fit_opts).set_index(HEAD_KEYS)
@@ -496,7 +525,7 @@ def linear_fit(
     fit_records, eval_records = list(fit_records), list(eval_records)
     if not fit_records or not eval_records:
         raise ValueError("linear_fit needs records in both the fit and the eval split")
-    if {id(r) for r in fit_records} & {id(r) for r in eval_records}:
+    if _shared_sentences(fit_records, eval_records):
         raise ValueError(
             "the fit and eval records overlap; a mixture must be judged on sentences it was not "
             "fitted to. Fix: split them (e.g. records[::2], records[1::2])."

@@ -29,7 +29,15 @@ __all__ = ["main", "summarise"]
 DEFAULT_MODELS = ("minilm", "smollm2")
 # Rankings for one pattern use the rows that pattern predicts itself (rows="scored"): on all rows
 # a pattern that predicts few of them would rank heads by its self-attention fallback instead.
-_TOP_NOTE = "lower is better; scored on the rows each pattern predicts, share shown"
+_TOP_NOTE = "scored on the rows each pattern predicts, share shown"
+_METRICS = ["jsd", "sae", "mae", "mul", "abs", "argmax_accuracy"]
+_FIT_METRICS = ["jsd", "sae", "mae"]  # metrics that rank patterns against each other
+
+
+def _direction(metric: str) -> str:
+    from attn_tools.scoring import higher_is_better
+
+    return "higher is better" if higher_is_better(metric) else "lower is better"
 
 
 def summarise(records: Sequence[Any], *, seconds: float | None = None) -> dict[str, Any]:
@@ -179,7 +187,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         slug = f"{_slug(bundle.name)}_{args.metric}"
         paths = _write_table(scores, out, f"scores_{slug}")
         paths += _write_table(ranked, out, f"scores_{slug}_own_rows")
-        print(f"\n== {bundle.name}: top {args.top} heads per pattern ({args.metric}, {_TOP_NOTE})")
+        note = f"{args.metric}, {_direction(args.metric)}, {_TOP_NOTE}"
+        print(f"\n== {bundle.name}: top {args.top} heads per pattern ({note})")
         _print_top_by_family(ranked, k=args.top)
         print("wrote " + ", ".join(map(str, paths)))
     return 0
@@ -282,7 +291,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         s["score_seconds"] = round(time.perf_counter() - t0, 2)
         table = _write_table(scores, out, f"scores_{slug}")
         table += _write_table(ranked, out, f"scores_{slug}_own_rows")
-        print(f"\n   top 3 heads per pattern, by family — {bundle.name} (jsd, {_TOP_NOTE})")
+        print(
+            f"\n   top 3 heads per pattern, by family — {bundle.name} (jsd, lower is better, {_TOP_NOTE})"
+        )
         _print_top_by_family(ranked, k=3)
         fit = best_fit(scores)
         layer, head = _showcase_head(fit)
@@ -322,14 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("score", help="score all heads against all patterns")
     common(sp)
-    sp.add_argument("--metric", default="jsd")
+    sp.add_argument("--metric", default="jsd", choices=_METRICS)
     sp.add_argument("--top", type=int, default=3)
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("figures", help="poster figures per model")
     common(sp)
-    sp.add_argument("--metric", default="jsd")
+    sp.add_argument("--metric", default="jsd", choices=_FIT_METRICS)
     sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_figures)
@@ -367,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.format = ["png"]
     try:
         return int(args.fn(args) or 0)
-    except (ValueError, TypeError) as exc:  # bad input: one clear line, not a traceback
+    except ValueError as exc:  # bad input (incl. model/pattern errors): one clear line
         print(f"attn-tools {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -158,6 +158,19 @@ def _encode(
     )
 
 
+def _check_size(bundle: ModelBundle, enc: _Encoded, limit: int) -> None:
+    n = len(enc.ids)
+    need = bundle.n_layers * bundle.n_heads * n * n * 4
+    if need > limit:
+        fits = int((limit / (bundle.n_layers * bundle.n_heads * 4)) ** 0.5)
+        raise ValueError(
+            f"sentence {enc.index} ({enc.text[:60]!r}...) has {n} tokens: its attention for "
+            f"{bundle.n_layers} layers × {bundle.n_heads} heads would take {need / 1024**3:.1f} "
+            f"GiB. Fix: split the text into sentences (load_sentences splits paragraphs), or pass "
+            f"max_length={fits} (or a larger max_attention_bytes)."
+        )
+
+
 # ----------------------------------------------------------------------------- cache
 
 
@@ -271,6 +284,7 @@ def iter_extract(
     max_length: int | None = None,
     prepend_bos: bool | None = None,
     progress: bool = True,
+    max_attention_bytes: int = 4 * 1024**3,
 ) -> Iterator[SentenceAttention]:
     """Yield one `SentenceAttention` per sentence, in input order, streaming.
 
@@ -286,6 +300,9 @@ def iter_extract(
         max_length: cut inputs to this many tokens (default and upper bound: the model's context).
         prepend_bos: decoders only; default True (prepend BOS unless the tokenizer adds it).
         progress: show a tqdm bar (it renders in notebooks too).
+        max_attention_bytes: refuse a sentence whose float32 ``[L, H, n, n]`` attention would
+            exceed this (default 4 GiB) with an error that names it, instead of running out of
+            memory (SmolLM2 reaches 4 GiB at about 2,000 tokens).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -306,13 +323,10 @@ def iter_extract(
         bar = tqdm(total=total, desc=f"attention · {bundle.name}", unit="sent", leave=False)
 
     window = 4 * batch_size
-    it = iter(sentences)
-    counter = itertools.count()
+    numbered = enumerate(sentences)  # indices stay right across windows
     try:
         while True:
-            chunk = [
-                (i, _check_sentence(i, s)) for i, s in zip(counter, itertools.islice(it, window))
-            ]
+            chunk = [(i, _check_sentence(i, s)) for i, s in itertools.islice(numbered, window)]
             if not chunk:
                 break
             done: dict[int, SentenceAttention] = {}
@@ -326,7 +340,9 @@ def iter_extract(
                 if rec is not None:
                     done[index] = rec
                 else:
-                    todo.append(_encode(bundle, index, text, limit, use_bos))
+                    enc = _encode(bundle, index, text, limit, use_bos)
+                    _check_size(bundle, enc, max_attention_bytes)
+                    todo.append(enc)
             todo.sort(key=lambda e: len(e.ids))
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
@@ -363,6 +379,7 @@ def extract(
     max_length: int | None = None,
     prepend_bos: bool | None = None,
     progress: bool = True,
+    max_attention_bytes: int = 4 * 1024**3,
 ) -> list[SentenceAttention]:
     """Extract attention for sentences; a list of `SentenceAttention` in input order.
 
@@ -385,5 +402,6 @@ def extract(
             max_length=max_length,
             prepend_bos=prepend_bos,
             progress=progress,
+            max_attention_bytes=max_attention_bytes,
         )
     )

@@ -293,14 +293,17 @@ def _from_pretrained(source: str, kind: ModelKind | None, dtype: torch.dtype | N
     return model, tokenizer, kind
 
 
-def _fingerprint(model: Any, source: str) -> str:
-    """Hash of the config and of every weight tensor (name, shape and a strided sample).
+def _fingerprint(model: Any, tokenizer: Any) -> str:
+    """Hash of the tokenizer, the config and every weight tensor (name, shape, strided sample).
 
     Sampling every 31st value keeps this to milliseconds for a 135M model while still telling
     apart two models with the same config (random seeds, fine-tunes): their weights differ
     everywhere, so they differ in the sample.
     """
     h = hashlib.sha256()
+    # the same weights with another tokenizer give other tokens: part of the cache key
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update((backend.to_str() if backend is not None else repr(tokenizer)).encode())
     cfg = model.config.to_dict()
     for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
         cfg.pop(volatile, None)
@@ -404,7 +407,7 @@ def load_model(
         max_length=_max_length(model, tokenizer),
         special_ids=frozenset(int(i) for i in tokenizer.all_special_ids),
         bos_id=None if bos is None else int(bos),
-        fingerprint=_fingerprint(model, source),
+        fingerprint=_fingerprint(model, tokenizer),
         name=display,
         source=source,
         device=dev,

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
@@ -100,7 +101,9 @@ def _doc_to_parse(doc: Any, pipeline: str) -> Parse:
 
 def _parse_path(pipeline: str, version: str, text: str):
     key = hash_key("parse", pipeline, version, text)
-    return cache_dir() / "parses" / pipeline / key[:2] / f"{key}.json"
+    # a pipeline may be a path: name the folder after it, never join the path itself
+    folder = f"{Path(pipeline).name}-{hash_key(pipeline)[:8]}"
+    return cache_dir() / "parses" / folder / key[:2] / f"{key}.json"
 
 
 def parse(

@@ -89,10 +89,18 @@ def test_best_fit_threshold_shuffled_and_no_baseline():
 
 def test_best_fit_similarity_direction_and_coverage():
     sim = {h: {p: (1 - v) for p, v in s.items()} for h, s in HAND.items()}
-    fit = best_fit(_table(sim, metric="mul")).set_index("head")
+    # a similarity (higher is better) that ranks normalised predictions: argmax accuracy
+    fit = best_fit(_table(sim, metric="argmax_accuracy")).set_index("head")
     assert list(fit["best_pattern"]) == ["A", "A", "B", "B"]
     assert list(fit["label"]) == ["A", "none", "none", "B"]
-    assert "highest mul" in best_fit(_table(sim, metric="mul")).attrs["rule"]
+    assert (
+        "highest argmax_accuracy" in best_fit(_table(sim, metric="argmax_accuracy")).attrs["rule"]
+    )
+    # mul/abs score raw detection patterns: an all-ones uniform pattern is no baseline there
+    with pytest.raises(ValueError, match="cannot use the uniform baseline"):
+        best_fit(_table(sim, metric="mul"))
+    no_base = best_fit(_table(sim, metric="mul"), baseline=None)
+    assert list(no_base["best_pattern"]) == ["A", "A", "uniform", "B"]  # uniform is a candidate
     table = _table(HAND)
     table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.6, "uniform": 1.0}}
     assert list(best_fit(table)["best_pattern"]) == ["B"] * 4  # A never predicts a row
@@ -124,6 +132,16 @@ def test_a_head_without_any_score_is_kept_as_none():
     assert fit.loc[4, "label"] == "none" and pd.isna(fit.loc[4, "best_pattern"])
     assert fit.loc[4, "tied"] == () and fit.loc[4, "baseline_score"] == 0.5
     assert list(fit["label"])[:4] == ["A", "none", "none", "B"]
+
+
+def test_held_out_sentences_must_be_unseen(minilm, minilm_records):
+    from attn_tools import extract
+
+    again = extract(minilm, [r.text for r in minilm_records[:3]], progress=False)  # new objects
+    with pytest.raises(ValueError, match="held-out sentence"):
+        consistency(minilm_records[:6], ["previous_token"], heldout=again)
+    with pytest.raises(ValueError, match="overlap"):
+        linear_fit(minilm_records[:6], again, ["previous_token", "first_token"])
 
 
 def test_best_fit_errors_say_what_to_do():

@@ -84,6 +84,17 @@ def test_empty_and_non_string_sentences_are_refused(minilm):
         extract(minilm, [3], cache=False, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         extract(minilm, ["Fine."], batch_size=0, progress=False)
+    # the index is right past the first window of 4 × batch_size sentences
+    with pytest.raises(ValueError, match=r"sentence 64 is empty"):
+        extract(minilm, ["ok"] * 64 + [""], batch_size=16, cache=False, progress=False)
+
+
+def test_attention_too_large_for_memory_is_refused_by_name(smollm2):
+    text = "One two three four five six seven eight nine ten."
+    with pytest.raises(ValueError, match=r"sentence 0 .*GiB.*max_length=\d+"):
+        extract(
+            smollm2, [text], max_attention_bytes=30 * 9 * 8 * 8 * 4, cache=False, progress=False
+        )
 
 
 def test_long_input_is_truncated_with_a_warning(minilm):
