@@ -143,10 +143,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(records, metric: str, progress: bool, rows: str = "all"):
+def _score(records, metric: str, progress: bool):
+    """Score tables on all rows (for best fits) and on each pattern's own rows (for rankings).
+
+    The pattern contexts (spaCy parse, alignment) are built once and serve both passes.
+    """
+    from attn_tools.patterns import build_contexts
     from attn_tools.scoring import score_heads
 
-    return score_heads(records, metric=metric, rows=rows, progress=progress)
+    contexts = build_contexts(records)
+    return tuple(
+        score_heads(records, metric=metric, rows=rows, contexts=contexts, progress=progress)
+        for rows in ("all", "scored")
+    )
 
 
 def _write_table(scores, out: Path, stem: str) -> list[Path]:
@@ -182,8 +191,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores = _score(records, args.metric, not args.quiet)
-        ranked = _score(records, args.metric, not args.quiet, rows="scored")
+        scores, ranked = _score(records, args.metric, not args.quiet)
         slug = f"{_slug(bundle.name)}_{args.metric}"
         paths = _write_table(scores, out, f"scores_{slug}")
         paths += _write_table(ranked, out, f"scores_{slug}_own_rows")
@@ -209,8 +217,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        fit = best_fit(_score(records, args.metric, not args.quiet))
-        ranked = _score(records, args.metric, not args.quiet, rows="scored")
+        scores, ranked = _score(records, args.metric, not args.quiet)
+        fit = best_fit(scores)
         written = write_figures(
             records,
             ranked,
@@ -286,8 +294,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _print_summary(s)
         slug = _slug(bundle.name)
         t0 = time.perf_counter()
-        scores = _score(records, "jsd", not args.quiet)
-        ranked = _score(records, "jsd", not args.quiet, rows="scored")
+        scores, ranked = _score(records, "jsd", not args.quiet)
         s["score_seconds"] = round(time.perf_counter() - t0, 2)
         table = _write_table(scores, out, f"scores_{slug}")
         table += _write_table(ranked, out, f"scores_{slug}_own_rows")

@@ -664,31 +664,29 @@ def _select(
             f"the table has no {sorted(missing)} column(s) (columns: {list(scores.columns)}). "
             "Fix: pass the output of scoring.score_heads or classify.best_fit."
         )
-    sub = scores
-    if "model" in sub.columns:
-        if model is not None:
-            sub = sub[sub["model"] == model]
-            if sub.empty:
-                raise ValueError(
-                    f"model {model!r} is not in the table (models: {sorted(scores['model'].unique())})"
-                )
-        model = _one(sub["model"], "model", "model=...")
+    sub, model = _keep(scores, "model", model)
     model = model or "model"
-    chosen_metric = None
-    if "metric" in sub.columns:
-        if metric is not None:
-            sub = sub[sub["metric"] == metric]
-            if sub.empty:
-                raise ValueError(
-                    f"metric {metric!r} is not in the table (metrics: {sorted(scores['metric'].unique())})"
-                )
-        chosen_metric = _one(sub["metric"], "metric", "metric=...")
+    sub, chosen_metric = _keep(sub, "metric", metric)
     if pattern is not None:
         sub = sub[sub["pattern"] == pattern]
         if sub.empty:
             known = sorted(scores["pattern"].unique())
             raise ValueError(f"pattern {pattern!r} is not in the score table (patterns: {known})")
     return sub, model, chosen_metric
+
+
+def _keep(table: pd.DataFrame, column: str, value: str | None) -> tuple[pd.DataFrame, str | None]:
+    """Rows whose ``column`` equals ``value`` (checked to exist); the one value left, or None."""
+    if column not in table.columns:
+        return table, None
+    sub = table
+    if value is not None:
+        sub = table[table[column] == value]
+        if sub.empty:
+            raise ValueError(
+                f"{column} {value!r} is not in the table ({column}s: {sorted(table[column].unique())})"
+            )
+    return sub, _one(sub[column], column, f"{column}=...")
 
 
 def _shape(sub: pd.DataFrame, n_layers: int | None, n_heads: int | None) -> tuple[int, int]:

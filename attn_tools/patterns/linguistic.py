@@ -58,32 +58,33 @@ def pos_alignment(ctx: PatternContext) -> np.ndarray:
     return ctx.words_to_tokens((pos[:, None] == pos[None, :]).astype(np.float64))
 
 
+def _arc_matrix(ctx: PatternContext, *, to_head: bool, to_children: bool) -> np.ndarray:
+    """Word-level arcs expanded to tokens: dependent → head and/or head → dependents."""
+    m = _empty_words(ctx)
+    d, h = _arcs(ctx)
+    if to_head:
+        m[d, h] = 1.0
+    if to_children:
+        m[h, d] = 1.0
+    return ctx.words_to_tokens(m)
+
+
 @pattern(name="dependency", family=_FAMILY, needs_parse=True)
 def dependency(ctx: PatternContext) -> np.ndarray:
     """Each word attends evenly to its syntactic head and its children (both directions)."""
-    m = _empty_words(ctx)
-    d, h = _arcs(ctx)
-    m[d, h] = 1.0
-    m[h, d] = 1.0
-    return ctx.words_to_tokens(m)
+    return _arc_matrix(ctx, to_head=True, to_children=True)
 
 
 @pattern(name="dependency_to_head", family=_FAMILY, needs_parse=True)
 def dependency_to_head(ctx: PatternContext) -> np.ndarray:
     """Each word attends to its syntactic head (the root: self fallback)."""
-    m = _empty_words(ctx)
-    d, h = _arcs(ctx)
-    m[d, h] = 1.0
-    return ctx.words_to_tokens(m)
+    return _arc_matrix(ctx, to_head=True, to_children=False)
 
 
 @pattern(name="dependency_to_children", family=_FAMILY, needs_parse=True)
 def dependency_to_children(ctx: PatternContext) -> np.ndarray:
     """Each word attends evenly to its syntactic children (leaves: self fallback)."""
-    m = _empty_words(ctx)
-    d, h = _arcs(ctx)
-    m[h, d] = 1.0
-    return ctx.words_to_tokens(m)
+    return _arc_matrix(ctx, to_head=False, to_children=True)
 
 
 def _relation(rel: str, name: str) -> str:
