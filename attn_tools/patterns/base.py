@@ -33,7 +33,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from attn_tools.patterns.context import PatternContext, is_punctuation, set_builtin_resolver
+from attn_tools.patterns.context import (
+    MAX_WEIGHT,
+    PatternContext,
+    is_punctuation,
+    set_builtin_resolver,
+)
 from attn_tools.text import Parse, align, parse
 
 __all__ = [
@@ -263,7 +268,8 @@ def _raw(p: Pattern, ctx: PatternContext) -> np.ndarray:
 
 
 def _check_values(stack: np.ndarray, patterns: Sequence[Pattern], ctx: PatternContext) -> None:
-    """Finite and non-negative, checked on the whole stack; the first culprit is named."""
+    """Finite, non-negative and at most `MAX_WEIGHT`, checked on the whole stack; the first
+    culprit is named."""
     finite = np.isfinite(stack).all(axis=(1, 2))
     if not finite.all():
         bad = patterns[int(np.argmin(finite))]
@@ -273,6 +279,13 @@ def _check_values(stack: np.ndarray, patterns: Sequence[Pattern], ctx: PatternCo
         i = int(np.argmin(low))
         raise PatternError(
             f"{_where(patterns[i], ctx)} returned negative values (min {low[i]:.3g})"
+        )
+    high = stack.max(axis=(1, 2)) if stack.size else np.zeros(len(stack))
+    if (high > MAX_WEIGHT).any():
+        i = int(np.argmax(high))
+        raise PatternError(
+            f"{_where(patterns[i], ctx)} returned a weight of {high[i]:.3g}; weights may be at "
+            f"most {MAX_WEIGHT:g} (rows are normalised, so scale them down)"
         )
 
 

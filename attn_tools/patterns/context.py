@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "MARKERS",
+    "MAX_WEIGHT",
     "PatternContext",
     "PlainAlignment",
     "PlainWord",
@@ -40,6 +41,10 @@ __all__ = [
     "set_builtin_resolver",
     "strip_marker",
 ]
+
+#: the largest weight a pattern may return in one cell: larger ones overflow row sums to inf and
+#: turn normalised rows and every score into NaN (1e308 did)
+MAX_WEIGHT = 1e6
 
 #: tokenizer markers stripped from token strings (WordPiece, byte-level BPE, SentencePiece).
 MARKERS = ("##", "Ġ", "▁", "Ċ", "ċ")

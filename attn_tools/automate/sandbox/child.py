@@ -61,8 +61,7 @@ def _load_context() -> types.ModuleType:
 context = _load_context()
 
 MAX_PRINTED_CHARS = 4_000
-#: a matrix cell may not exceed this (larger weights overflow row sums to inf and scores to NaN)
-MAX_WEIGHT = 1e6
+MAX_WEIGHT = context.MAX_WEIGHT
 
 
 def _words(text: str) -> list[str]:
