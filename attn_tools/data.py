@@ -20,7 +20,13 @@ import re
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SENTENCE_SETS", "list_sentence_sets", "load_sentences", "split_sentences"]
+__all__ = [
+    "SENTENCE_SETS",
+    "check_unicode",
+    "list_sentence_sets",
+    "load_sentences",
+    "split_sentences",
+]
 
 SENTENCE_SETS: dict[str, str] = {
     "story": "short everyday story sentences (the clean baseline)",
@@ -30,6 +36,25 @@ SENTENCE_SETS: dict[str, str] = {
     "heldout": "a mix of all styles, for validation only",
 }
 _ANALYSIS_SETS = ("story", "punctuation", "repetition", "syntax")
+
+
+def check_unicode(index: int, text: str) -> None:
+    """Raise a ValueError naming sentence ``index`` if ``text`` holds a lone surrogate.
+
+    Lone surrogates (``"\\ud83d"`` without its partner) come from text decoded with
+    ``errors="surrogateescape"`` or JSON that split an emoji; tokenizers and spaCy fail on them
+    with messages that name neither the sentence nor the character.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        around = text[max(0, exc.start - 20) : exc.end + 20]
+        raise ValueError(
+            f"sentence {index} holds a lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start} ({around!r}), which is not valid Unicode. Fix: decode the source with "
+            "its real encoding, or drop the character, e.g. "
+            "text.encode('utf-8', 'replace').decode('utf-8')."
+        ) from None
 
 
 def _builtin(name: str) -> list[str]:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from attn_tools._cache import CacheWarning, cache_dir, hash_key, slot_is_usable, write_or_warn
+from attn_tools.data import check_unicode
 from attn_tools.models import ModelBundle, ModelKind
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "SentenceAttention",
     "check_record",
     "check_records",
-    "check_unicode",
     "extract",
     "iter_extract",
 ]
@@ -190,25 +190,6 @@ def _check_sentence(index: int, text: object) -> str:
         )
     check_unicode(index, text)
     return text
-
-
-def check_unicode(index: int, text: str) -> None:
-    """Raise a ValueError naming sentence ``index`` if ``text`` holds a lone surrogate.
-
-    Lone surrogates (``"\\ud83d"`` without its partner) come from text decoded with
-    ``errors="surrogateescape"`` or JSON that split an emoji; tokenizers and spaCy fail on them
-    with messages that name neither the sentence nor the character.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        around = text[max(0, exc.start - 20) : exc.end + 20]
-        raise ValueError(
-            f"sentence {index} holds a lone surrogate {text[exc.start]!r} at character "
-            f"{exc.start} ({around!r}), which is not valid Unicode. Fix: decode the source with "
-            "its real encoding, or drop the character, e.g. "
-            "text.encode('utf-8', 'replace').decode('utf-8')."
-        ) from None
 
 
 def _encode(
