@@ -319,7 +319,8 @@ def _read_entry(
         raise ValueError(f"its attention has dtype {att.dtype} and shape {att.shape}")
     if not (np.isfinite(att).all() and (att >= 0).all()):
         raise ValueError("its attention holds negative or non-finite values")
-    if np.abs(att.sum(-1) - 1.0).max(initial=0.0) > 1e-3:
+    # 2e-2 leaves room for models run in bfloat16 (8-bit mantissa); damage is far larger
+    if np.abs(att.sum(-1) - 1.0).max(initial=0.0) > 2e-2:
         raise ValueError("its attention rows do not sum to 1")
     return SentenceAttention(
         text=enc.text,
