@@ -404,6 +404,13 @@ def score_heads(
     if rows not in ("all", "scored"):
         raise ValueError(f"rows must be 'all' or 'scored', got {rows!r}")
     _log_base(base)
+    if hasattr(records, "attention"):
+        raise TypeError("records is a single record, not a list of them. Fix: pass [record].")
+    if records is None or isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
+        raise TypeError(
+            f"records is {type(records).__name__} ({records!r:.60}), not a list of "
+            "SentenceAttention. Fix: pass the output of attn_tools.extract()."
+        )
     pats = resolve_patterns(patterns)
     if not pats:
         raise ValueError("no patterns to score. Fix: pass pattern names or leave patterns=None.")
@@ -429,6 +436,8 @@ def score_heads(
         for chunk in _chunks(records, contexts, chunk_size):
             recs = [r for r, _ in chunk]
             ctxs = [c for _, c in chunk]
+            for offset, rec in enumerate(recs):  # before spaCy sees a bad record
+                _check_record(rec, index + offset)
             if any(c is None for c in ctxs):
                 ctxs = build_contexts(recs, with_parse=need_parse)
             for rec, ctx in zip(recs, ctxs):
