@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from attn_tools import extract, load_model, load_sentences
-from attn_tools.widgets import explore
+from attn_tools.explorer import explore
 
 
 def _pixels(png: bytes) -> np.ndarray:
