@@ -217,7 +217,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attn_tools.scoring import metric_names
+    # metric choices come from the registry (numpy + scipy only: no torch for --help)
+    from attn_tools.scoring.metrics import metric_names
 
     p = argparse.ArgumentParser(prog="attn-tools", description="Which attention heads do what?")
     sub = p.add_subparsers(dest="command", required=True)
