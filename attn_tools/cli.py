@@ -29,6 +29,28 @@ __all__ = ["build_parser", "main"]
 DEFAULT_MODELS = ("minilm", "smollm2")
 
 
+class _MetricChoices:
+    """The registered metric names, read from the registry only when a command's metric is
+    checked or its help is shown (so ``attn-tools --help`` imports neither numpy nor scipy)."""
+
+    def __init__(self, *, ranks_patterns: bool | None = None) -> None:
+        self.ranks_patterns = ranks_patterns
+
+    def _names(self) -> list[str]:
+        from attn_tools.scoring.metrics import metric_names
+
+        return metric_names(ranks_patterns=self.ranks_patterns)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 def _direction(metric: str) -> str:
     from attn_tools.scoring import get_metric
 
@@ -217,9 +239,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # metric choices come from the registry (numpy + scipy only: no torch for --help)
-    from attn_tools.scoring.metrics import metric_names
-
     p = argparse.ArgumentParser(prog="attn-tools", description="Which attention heads do what?")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -240,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("score", help="score all heads against all patterns")
     common(sp)
-    sp.add_argument("--metric", default="jsd", choices=metric_names(), help="(default: jsd)")
+    sp.add_argument(
+        "--metric",
+        default="jsd",
+        choices=_MetricChoices(),
+        metavar="METRIC",
+        help="one of %(choices)s (default: %(default)s)",
+    )
     sp.add_argument("--top", type=int, default=3)
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_score)
@@ -250,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--metric",
         default="jsd",
-        choices=metric_names(ranks_patterns=True),
-        help="a metric that ranks patterns against each other (default: jsd)",
+        choices=_MetricChoices(ranks_patterns=True),
+        metavar="METRIC",
+        help="a metric that ranks patterns against each other: %(choices)s (default: %(default)s)",
     )
     sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
     sp.add_argument("--out", default="outputs")
