@@ -52,7 +52,7 @@ RANKING_NOTE = "scored on the rows each pattern predicts, share shown"
 # ----------------------------------------------------------------------------- one head
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
 class HeadComparison:
     """One head against one pattern on one sentence (what `viz.plot_head_vs_pattern` draws).
 
