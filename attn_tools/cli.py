@@ -9,7 +9,9 @@ Commands:
     automate    propose and check programs for chosen heads (filter automation)
     demo        everything above on the offline defaults, into one output folder
 
-Every command only calls public functions of `attn_tools`; it holds no analysis of its own.
+This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
+two score passes and the figure set); it holds no analysis. Heavy libraries (torch, transformers,
+spaCy, matplotlib, pandas) are imported inside the commands, so ``attn-tools --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -22,14 +24,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-__all__ = ["main", "summarise"]
+__all__ = ["build_parser", "main"]
 
 DEFAULT_MODELS = ("minilm", "smollm2")
-# Rankings for one pattern use the rows that pattern predicts itself (rows="scored"): on all rows
-# a pattern that predicts few of them would rank heads by its self-attention fallback instead.
-_TOP_NOTE = "scored on the rows each pattern predicts, share shown"
+
+
+class _MetricChoices:
+    """The registered metric names, read from the registry only when a command's metric is
+    checked or its help is shown (so ``attn-tools --help`` imports neither numpy nor scipy)."""
+
+    def __init__(self, *, ranks_patterns: bool | None = None) -> None:
+        self.ranks_patterns = ranks_patterns
+
+    def _names(self) -> list[str]:
+        from attn_tools.scoring.metrics import metric_names
+
+        return metric_names(ranks_patterns=self.ranks_patterns)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def _direction(metric: str) -> str:
@@ -38,63 +57,10 @@ def _direction(metric: str) -> str:
     return get_metric(metric).direction
 
 
-def summarise(records: Sequence[Any], *, seconds: float | None = None) -> dict[str, Any]:
-    """A per-model summary of extracted attention (plain JSON-ready data).
-
-    Reports sizes, and per layer the mean attention entropy (bits) and the mean share of
-    attention that goes to the first token (the sink that many heads use as a no-op).
-    """
-    if not records:
-        raise ValueError("no records to summarise")
-    first = records[0]
-    n_layers, n_heads = first.n_layers, first.n_heads
-    entropy = np.zeros(n_layers)
-    to_first = np.zeros(n_layers)
-    for r in records:
-        a = r.attention.astype(np.float64)
-        ent = -(a * np.log2(np.where(a > 0, a, 1.0))).sum(-1)  # [L, H, n]
-        entropy += ent.mean(axis=(1, 2))
-        to_first += a[..., 0].mean(axis=(1, 2))
-    entropy /= len(records)
-    to_first /= len(records)
-    lengths = [r.n_tokens for r in records]
-    out = {
-        "model": first.model,
-        "kind": first.kind,
-        "layers": n_layers,
-        "heads": n_heads,
-        "sentences": len(records),
-        "tokens": int(sum(lengths)),
-        "tokens_per_sentence": round(float(np.mean(lengths)), 2),
-        "truncated": int(sum(r.truncated for r in records)),
-        "entropy_bits_per_layer": [round(float(x), 3) for x in entropy],
-        "attention_to_first_token_per_layer": [round(float(x), 3) for x in to_first],
-    }
-    if seconds is not None:
-        out["extract_seconds"] = round(seconds, 2)
-    return out
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    print(
-        f"\n== {s['model']} ({s['kind']}, {s['layers']} layers × {s['heads']} heads) — "
-        f"{s['sentences']} sentences, {s['tokens']} tokens "
-        f"({s['tokens_per_sentence']} per sentence)"
-        + (f", extracted in {s['extract_seconds']} s" if "extract_seconds" in s else "")
-    )
-    ent = s["entropy_bits_per_layer"]
-    sink = s["attention_to_first_token_per_layer"]
-    print("   layer: " + " ".join(f"{i:>5d}" for i in range(len(ent))))
-    print(" entropy: " + " ".join(f"{x:5.2f}" for x in ent))
-    print(" → first: " + " ".join(f"{x:5.2f}" for x in sink))
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def _extract(model: str, sentences: str, batch_size: int, progress: bool):
-    from attn_tools import extract, load_model, load_sentences
+    from attn_tools.data import load_sentences
+    from attn_tools.extract import extract
+    from attn_tools.models import load_model
 
     bundle = load_model(model)
     texts = load_sentences(sentences)
@@ -127,11 +93,13 @@ def cmd_sentences(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from attn_tools.report import format_summary, summarise
+
     summaries = []
     for model in args.model or DEFAULT_MODELS:
         _, records, secs = _extract(model, args.sentences, args.batch_size, not args.quiet)
         s = summarise(records, seconds=secs)
-        _print_summary(s)
+        print(format_summary(s))
         summaries.append(s)
     if args.out:
         out = Path(args.out)
@@ -141,91 +109,43 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(records, metric: str, progress: bool):
-    """Score tables on all rows (for best fits) and on each pattern's own rows (for rankings).
-
-    The pattern contexts (spaCy parse, alignment) are built once and serve both passes.
-    """
-    from attn_tools.patterns import build_contexts
-    from attn_tools.scoring import score_heads
-
-    contexts = build_contexts(records)
-    return tuple(
-        score_heads(records, metric=metric, rows=rows, contexts=contexts, progress=progress)
-        for rows in ("all", "scored")
-    )
-
-
-def _write_table(scores, out: Path, stem: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv, parquet = out / f"{stem}.csv", out / f"{stem}.parquet"
-    scores.to_csv(csv, index=False)
-    scores.to_parquet(parquet, index=False)
-    return [csv, parquet]
-
-
-def _print_top_by_family(scores, k: int = 3) -> None:
-    from attn_tools.classify import top_heads
-    from attn_tools.patterns import get_pattern
-
-    coverage = next(iter((scores.attrs.get("coverage") or {None: {}}).values()))
-    by_family: dict[str, list[str]] = {}
-    for name in scores["pattern"].unique():
-        by_family.setdefault(get_pattern(name).family, []).append(name)
-    for family, names in sorted(by_family.items()):
-        print(f"  [{family}]")
-        for name in names:
-            share = coverage.get(name)
-            if share == 0:
-                print(f"    {name:<24} predicts no row on this model")
-                continue
-            top = top_heads(scores, name, k=k)
-            cells = ", ".join(f"L{r.layer}.H{r.head} ({r.mean:.3f})" for r in top.itertuples())
-            rows = f"{share:4.0%}" if share is not None else "    "
-            print(f"    {name:<24} {rows}  {cells}")
-
-
 def cmd_score(args: argparse.Namespace) -> int:
+    from attn_tools.report import (
+        RANKING_NOTE,
+        file_slug,
+        score_tables,
+        top_heads_by_family,
+        write_table,
+    )  # fmt: skip
+
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores, ranked = _score(records, args.metric, not args.quiet)
-        slug = f"{_slug(bundle.name)}_{args.metric}"
-        paths = _write_table(scores, out, f"scores_{slug}")
-        paths += _write_table(ranked, out, f"scores_{slug}_own_rows")
-        note = f"{args.metric}, {_direction(args.metric)}, {_TOP_NOTE}"
+        scores, ranked = score_tables(records, metric=args.metric, progress=not args.quiet)
+        slug = f"{file_slug(bundle.name)}_{args.metric}"
+        paths = write_table(scores, out, f"scores_{slug}")
+        paths += write_table(ranked, out, f"scores_{slug}_own_rows")
+        note = f"{args.metric}, {_direction(args.metric)}, {RANKING_NOTE}"
         print(f"\n== {bundle.name}: top {args.top} heads per pattern ({note})")
-        _print_top_by_family(ranked, k=args.top)
+        print(top_heads_by_family(ranked, k=args.top))
         print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
-def _showcase_head(fit) -> tuple[int, int]:
-    """The best-fitting head whose pattern is not a plain first-token sink (for the demo heatmap)."""
-    pool = fit[~fit["label"].isin(["none", "first_token"])].sort_values("best_score")
-    if pool.empty:
-        pool = fit.sort_values("best_score")
-    return int(pool.iloc[0]["layer"]), int(pool.iloc[0]["head"])
-
-
 def cmd_figures(args: argparse.Namespace) -> int:
-    from attn_tools.classify import best_fit
-    from attn_tools.viz import write_figures
+    from attn_tools.report import default_best_fit, file_slug, score_tables, write_figures
 
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores, ranked = _score(records, args.metric, not args.quiet)
-        fit = best_fit(scores)
+        scores, ranked = score_tables(records, metric=args.metric, progress=not args.quiet)
+        folder = out / file_slug(bundle.name)
+        # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
-            records,
-            ranked,
-            out / _slug(bundle.name),
-            model_name=bundle.name,
-            formats=args.format,
-            best=fit,
-        )
-        print(f"{bundle.name}: wrote {len(written)} files under {out / _slug(bundle.name)}")
+            records, ranked, folder, model_name=bundle.name, formats=args.format,
+            best=default_best_fit(scores),
+        )  # fmt: skip
+        print(f"{bundle.name}: wrote {len(written)} files under {folder}")
     return 0
 
 
@@ -280,32 +200,33 @@ def cmd_automate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Extract, summarise, score and draw for both offline defaults into one folder."""
-    from attn_tools.classify import best_fit
-    from attn_tools.viz import plot_head, write_figures
+    from attn_tools import report
+    from attn_tools.viz import plot_head
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for model in DEFAULT_MODELS:
         bundle, records, secs = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        s = summarise(records, seconds=secs)
-        _print_summary(s)
-        slug = _slug(bundle.name)
+        s = report.summarise(records, seconds=secs)
+        print(report.format_summary(s))
+        slug = report.file_slug(bundle.name)
         t0 = time.perf_counter()
-        scores, ranked = _score(records, "jsd", not args.quiet)
+        scores, ranked = report.score_tables(records, progress=not args.quiet)
         s["score_seconds"] = round(time.perf_counter() - t0, 2)
-        table = _write_table(scores, out, f"scores_{slug}")
-        table += _write_table(ranked, out, f"scores_{slug}_own_rows")
-        print(
-            f"\n   top 3 heads per pattern, by family — {bundle.name} (jsd, lower is better, {_TOP_NOTE})"
-        )
-        _print_top_by_family(ranked, k=3)
-        fit = best_fit(scores)
-        layer, head = _showcase_head(fit)
+        table = report.write_table(scores, out, f"scores_{slug}")
+        table += report.write_table(ranked, out, f"scores_{slug}_own_rows")
+        print(f"\n   top 3 heads per pattern, by family — {bundle.name} "
+              f"(jsd, {_direction('jsd')}, {report.RANKING_NOTE})")  # fmt: skip
+        print(report.top_heads_by_family(ranked, k=3))
+        fit = report.default_best_fit(scores)
+        layer, head = report.showcase_head(fit)
         heatmap = out / f"heatmap_{slug}.png"
         plot_head(records[0], layer, head).savefig(heatmap, dpi=120, bbox_inches="tight")
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
-        figures = write_figures(records, ranked, out / slug, model_name=bundle.name, best=fit)
+        figures = report.write_figures(
+            records, ranked, out / slug, model_name=bundle.name, best=fit
+        )
         s["files"] = [str(p) for p in [heatmap, *table, *figures]]
         summaries.append(s)
         print(f"   wrote {heatmap}, {len(table)} tables and {len(figures)} figures in {out / slug}")
@@ -318,9 +239,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # metric choices come from the registry (numpy + scipy only: no torch for --help)
-    from attn_tools.scoring.metrics import metric_names
-
     p = argparse.ArgumentParser(prog="attn-tools", description="Which attention heads do what?")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -341,14 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("score", help="score all heads against all patterns")
     common(sp)
-    sp.add_argument("--metric", default="jsd", choices=metric_names())
+    sp.add_argument(
+        "--metric",
+        default="jsd",
+        choices=_MetricChoices(),
+        metavar="METRIC",
+        help="one of %(choices)s (default: %(default)s)",
+    )
     sp.add_argument("--top", type=int, default=3)
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("figures", help="poster figures per model")
     common(sp)
-    sp.add_argument("--metric", default="jsd", choices=metric_names(ranks_patterns=True))
+    sp.add_argument(
+        "--metric",
+        default="jsd",
+        choices=_MetricChoices(ranks_patterns=True),
+        metavar="METRIC",
+        help="a metric that ranks patterns against each other: %(choices)s (default: %(default)s)",
+    )
     sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_figures)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from attn_tools import extract, load_model, load_sentences
-from attn_tools.widgets import explore
+from attn_tools.explorer import explore
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -67,7 +67,7 @@ def main() -> None:
             tab2.append(app.last_redraw_ms)
         med_r, med_b = statistics.median(redraw), statistics.median(rebuild)
         print(
-            f"{bundle.name:>24} ({len(records[1].tokens)} tokens, {len(app.patterns)} patterns): "
+            f"{bundle.name:>24} ({len(records[1].tokens)} tokens, {len(app.state.patterns)} patterns): "
             f"slider redraw {med_r:6.1f} ms (max {max(redraw):6.1f}) | rebuild {med_b:6.1f} ms | "
             f"ratio {med_b / med_r:5.1f}x | max pixel diff {diff} | "
             f"scores tab redraw {statistics.median(tab2):6.1f} ms"

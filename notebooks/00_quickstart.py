@@ -30,6 +30,7 @@
 # %%
 from attn_tools import extract, load_model, load_sentences, viz
 from attn_tools.classify import best_fit, top_heads
+from attn_tools.report import compare_head
 from attn_tools.scoring import score_heads
 
 # %% [markdown]
@@ -79,7 +80,9 @@ top_heads(scores, "previous_token", k=3)
 
 # %%
 best = top_heads(scores, "previous_token", k=1).iloc[0]
-viz.plot_head_vs_pattern(record, int(best["layer"]), int(best["head"]), "previous_token")
+viz.plot_head_vs_pattern(
+    compare_head(record, int(best["layer"]), int(best["head"]), "previous_token")
+)
 
 # %% [markdown]
 # ## 3. Every head at once
@@ -103,7 +106,7 @@ viz.plot_pattern_scores(scores, "first_token")
 # in the best-fit grid.
 
 # %%
-from attn_tools.widgets import explore
+from attn_tools.explorer import explore
 
 explore(bundle, records=records, patterns=patterns, scores=scores)
 

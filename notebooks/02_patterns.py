@@ -27,6 +27,7 @@ import numpy as np
 from attn_tools import extract, load_model, load_sentences, viz
 from attn_tools.classify import top_heads
 from attn_tools.patterns import build_context, list_patterns, pattern, predict
+from attn_tools.report import compare_head
 from attn_tools.scoring import score_heads
 
 # %%
@@ -145,4 +146,6 @@ top_heads(scores, "main_verb", k=3)
 
 # %%
 best = top_heads(scores, "main_verb", k=1).iloc[0]
-viz.plot_head_vs_pattern(syntax_records[0], int(best["layer"]), int(best["head"]), "main_verb")
+viz.plot_head_vs_pattern(
+    compare_head(syntax_records[0], int(best["layer"]), int(best["head"]), "main_verb")
+)

@@ -24,8 +24,9 @@
 # %%
 from attn_tools import extract, load_model, load_sentences, viz
 from attn_tools.classify import best_fit, consistency, linear_fit, top_heads
+from attn_tools.explorer import explore
+from attn_tools.report import compare_head
 from attn_tools.scoring import score_heads
-from attn_tools.widgets import explore
 
 # %%
 minilm = load_model("minilm")
@@ -66,7 +67,7 @@ viz.plot_best_fit_grid(fit)
 # A stricter rule: also require an absolute distance of at most 0.5.
 
 # %%
-viz.plot_best_fit_grid(scores, threshold=0.5)
+viz.plot_best_fit_grid(best_fit(scores, threshold=0.5))
 
 # %% [markdown]
 # ## One pattern across all heads, and its top heads
@@ -78,11 +79,13 @@ viz.plot_pattern_scores(scores, "previous_token")
 top_heads(scores, "punctuation_sink", k=5)
 
 # %%
-viz.plot_top_heads(scores, "punctuation_sink", k=8)
+viz.plot_top_heads(top_heads(scores, "punctuation_sink", k=8))
 
 # %%
 best = top_heads(scores, "punctuation_sink", k=1).iloc[0]
-viz.plot_head_vs_pattern(records[9], int(best["layer"]), int(best["head"]), "punctuation_sink")
+viz.plot_head_vs_pattern(
+    compare_head(records[9], int(best["layer"]), int(best["head"]), "punctuation_sink")
+)
 
 # %% [markdown]
 # ## Does it hold on unseen sentences?
@@ -123,10 +126,10 @@ viz.plot_linear_fit(mixes)
 smollm2 = load_model("smollm2")
 dec_records = extract(smollm2, analysis[:10])
 dec_scores = score_heads(dec_records)
-viz.plot_best_fit_grid(dec_scores)
+viz.plot_best_fit_grid(best_fit(dec_scores))
 
 # %%
-viz.plot_top_heads(dec_scores, "previous_token", k=5)
+viz.plot_top_heads(top_heads(dec_scores, "previous_token", k=5))
 
 # %% [markdown]
 # ## Explore the heads live
@@ -146,6 +149,6 @@ explore(minilm, records=records, scores=scores)
 # its drawing becomes unusably slow.
 
 # %%
-from attn_tools.widgets import show_bertviz
+from attn_tools.explorer import show_bertviz
 
 show_bertviz(records[0], "head", layer=0, heads=[2])

@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 APP_SOURCE = """\
-from attn_tools.widgets import explore
+from attn_tools.explorer import explore
 
 app = explore(
     "minilm",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from attn_tools.cli import summarise
+from attn_tools.report import summarise
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -84,3 +84,58 @@ def test_automate_search_backend_writes_a_resumable_run(tmp_path):
     again = _run(*args, "--out", str(run), "--no-library", "--quiet")
     assert again.returncode == 0, again.stderr
     assert (run / "summary.csv").read_text() == summary
+
+
+def test_help_imports_no_heavy_library():
+    """`attn-tools --help` parses without torch, transformers, spaCy, matplotlib or pandas."""
+    code = (
+        "import sys, attn_tools.cli as cli\n"
+        "try:\n    cli.build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'spacy', 'matplotlib', 'pandas')"
+        " if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "usage: attn-tools" in r.stdout and "figures" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_metric_choices_come_from_the_registry(capsys):
+    import numpy as np
+
+    from attn_tools.cli import build_parser
+    from attn_tools.scoring import MetricSpec, register_metric, unregister_metric
+
+    def rows(att, pat, options):
+        return np.zeros(att.shape[:1] + pat.shape[:2])
+
+    register_metric(MetricSpec("ranks_test", False, "ranking test", rows=rows, ranks_patterns=True))
+    register_metric(MetricSpec("plain_test", True, "plain test", rows=rows))
+    try:
+        parser = build_parser()
+        assert parser.parse_args(["score", "--metric", "plain_test"]).metric == "plain_test"
+        assert parser.parse_args(["figures", "--metric", "ranks_test"]).metric == "ranks_test"
+        with pytest.raises(SystemExit):  # figures needs a metric that ranks patterns
+            parser.parse_args(["figures", "--metric", "plain_test"])
+        assert "invalid choice: 'plain_test'" in capsys.readouterr().err
+    finally:
+        unregister_metric("ranks_test")
+        unregister_metric("plain_test")
+
+
+def test_showcase_head_skips_sinks_and_follows_the_metric_direction():
+    import pandas as pd
+
+    from attn_tools.report import showcase_head
+
+    fit = pd.DataFrame(
+        {
+            "layer": [0, 1, 2, 3],
+            "head": [0, 1, 2, 3],
+            "label": ["first_token", "self", "previous_token", "none"],
+            "best_score": [0.1, 0.3, 0.2, 0.05],
+            "metric": "jsd",
+        }
+    )
+    assert showcase_head(fit) == (2, 2)  # lowest distance that is neither a sink nor "none"
+    assert showcase_head(fit.assign(metric="argmax_accuracy")) == (1, 1)  # highest accuracy

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from attn_tools import extract, viz
+from attn_tools import classify, extract, report, viz
 from attn_tools.patterns import REGISTRY, build_context, predict
 from attn_tools.scoring import score_heads, score_pair
 
@@ -128,7 +128,7 @@ def test_tick_labels_name_their_token_index(long_record):
     for tick, label in zip(ax.get_yticks(), ax.get_yticklabels()):
         index, text = label.get_text().split(":", 1)
         assert int(index) == int(tick)
-        assert text.replace("\\$", "$") == viz._clean_label(long_record.labels[int(tick)]).replace(
+        assert text.replace("\\$", "$") == viz.clean_label(long_record.labels[int(tick)]).replace(
             "\\$", "$"
         )
 
@@ -147,7 +147,7 @@ def test_dollar_signs_and_newlines_in_tokens_do_not_break_rendering(minilm, tmp_
 def test_head_vs_pattern_draws_both_and_titles_the_exact_score(minilm_records):
     rec = minilm_records[1]
     ctx = build_context(rec)
-    fig = viz.plot_head_vs_pattern(rec, 0, 2, "previous_token", context=ctx)
+    fig = viz.plot_head_vs_pattern(report.compare_head(rec, 0, 2, "previous_token", context=ctx))
     left, right = fig.axes[:2]
     predicted, has_mass = predict("previous_token", ctx)
     np.testing.assert_array_equal(left.images[0].get_array(), rec.head(0, 2))
@@ -156,7 +156,8 @@ def test_head_vs_pattern_draws_both_and_titles_the_exact_score(minilm_records):
     title = fig.get_suptitle()
     assert f"{expected:.3f}" in title and "previous_token" in title and "lower is better" in title
     # the TransformerLens metric scores the raw pattern, and says it is higher-is-better
-    fig = viz.plot_head_vs_pattern(rec, 0, 2, "previous_token_head", metric="mul", context=ctx)
+    cmp = report.compare_head(rec, 0, 2, "previous_token_head", metric="mul", context=ctx)
+    fig = viz.plot_head_vs_pattern(cmp)
     raw, mass = predict("previous_token_head", ctx, normalize=False)
     assert f"{score_pair(rec.head(0, 2), raw, 'mul', has_mass=mass):.3f}" in fig.get_suptitle()
     assert "higher is better" in fig.get_suptitle()
@@ -164,7 +165,7 @@ def test_head_vs_pattern_draws_both_and_titles_the_exact_score(minilm_records):
 
 def test_head_vs_pattern_on_a_decoder_predicts_nothing_ahead(smollm2_records):
     rec = smollm2_records[0]
-    fig = viz.plot_head_vs_pattern(rec, 3, 1, "next_token")
+    fig = viz.plot_head_vs_pattern(report.compare_head(rec, 3, 1, "next_token"))
     predicted = fig.axes[1].images[0].get_array()
     assert np.triu(predicted, k=1).sum() == 0  # causal mask applied
     assert np.triu(fig.axes[0].images[0].get_array(), k=1).max() < 1e-6
@@ -203,11 +204,9 @@ def test_pattern_scores_heatmap_holds_the_means_with_layer_zero_at_the_bottom(mi
 
 
 def test_top_heads_bars_follow_classify_top_heads(minilm_scores):
-    from attn_tools import classify
-
-    fig = viz.plot_top_heads(minilm_scores, "first_token", k=5)
-    ax = fig.axes[0]
     top = classify.top_heads(minilm_scores, "first_token", k=5)
+    fig = viz.plot_top_heads(top)
+    ax = fig.axes[0]
     bars = sorted(ax.patches, key=lambda b: -b.get_y())  # top bar first
     np.testing.assert_allclose([b.get_width() for b in bars], top["mean"].to_numpy(float))
     labels = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
@@ -310,10 +309,8 @@ def test_best_fit_grid_colours_ties_none_and_layout():
 
 
 def test_best_fit_grid_from_real_scores_shows_each_heads_best_pattern(minilm_scores):
-    from attn_tools import classify
-
     best = classify.best_fit(minilm_scores)
-    fig = viz.plot_best_fit_grid(minilm_scores, annotate=False)
+    fig = viz.plot_best_fit_grid(best, annotate=False)
     ax = fig.axes[0]
     img = _rgba(fig)
     assert fig.get_suptitle().startswith("What is all-MiniLM-L6-v2 doing?")
@@ -332,14 +329,13 @@ def test_best_fit_grid_from_real_scores_shows_each_heads_best_pattern(minilm_sco
 
 
 def test_best_fit_grid_highlight_and_model_choice(minilm_scores):
-    from attn_tools import classify
-
     best = classify.best_fit(minilm_scores)
     fig = viz.plot_best_fit_grid(best, highlight=(4, 7))
     marker = [p for p in fig.axes[0].patches if p.get_gid() == "highlight"]
     assert len(marker) == 1 and marker[0].get_xy() == (6.5, 3.5)
-    with pytest.raises(ValueError, match="only apply to a score table"):
-        viz.plot_best_fit_grid(best, threshold=0.3)
+    # a figure never classifies: a score table is refused with the call that fixes it
+    with pytest.raises(ValueError, match=r"classify.best_fit table .*Fix: viz.plot_best_fit_grid"):
+        viz.plot_best_fit_grid(minilm_scores)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -369,7 +365,7 @@ def test_write_figures_writes_every_figure_and_the_tables(minilm_records, minilm
 
     pats = ["previous_token", "first_token"]
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # keep SVG text searchable
-        written = viz.write_figures(
+        written = report.write_figures(
             minilm_records[:12], minilm_scores, tmp_path / "out", patterns=pats,
             formats=("png", "svg"),
         )  # fmt: skip
@@ -405,7 +401,7 @@ def test_plot_alignment_links_each_token_to_its_words(minilm):
     ax = fig.axes[0]
     assert len(ax.lines) == sum(len(ws) for ws in al.token_words)
     texts = [t.get_text() for t in ax.texts]
-    assert all(viz._clean_label(tok) in texts for tok in rec.tokens)
+    assert all(viz.clean_label(tok) in texts for tok in rec.tokens)
     split = sum(1 for toks in al.word_tokens if len(toks) > 1)
     assert split >= 2 and f"{split} word(s) split" in fig.get_suptitle()
 
@@ -470,7 +466,127 @@ def test_write_figures_skips_a_pattern_that_predicts_no_row(smollm2_records, tmp
     assert ranked.loc[ranked["pattern"] == "next_token", "mean"].isna().all()
     fit = best_fit(score_heads(recs, pats))
     with pytest.warns(UserWarning, match="no per-pattern figures for next_token"):
-        written = viz.write_figures(recs, ranked, tmp_path, best=fit)
+        written = report.write_figures(recs, ranked, tmp_path, best=fit)
     names = {p.name for p in written}
     assert "scores-previous_token.png" in names and "best_fit_grid.png" in names
     assert not any("next_token" in n for n in names)
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def test_figures_display_themselves_without_a_global_formatter():
+    """A returned figure shows as PNG through its own ``_repr_png_``; importing viz registers
+    nothing with IPython (run in a fresh interpreter with a real IPython shell)."""
+    import subprocess
+    import sys
+
+    code = """
+import json
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+png = shell.display_formatter.formatters["image/png"]
+before = dict(png.type_printers)
+from attn_tools import viz
+from matplotlib.figure import Figure
+registered = [t.__name__ for t in png.type_printers if t not in before]
+fig = viz.new_figure(figsize=(2, 2))
+fig.add_subplot().plot([0, 1], [1, 0])
+data, _ = shell.display_formatter.format(fig)
+raw = data.get("image/png", b"")
+png_ok = raw.startswith(b"\\x89PNG") if isinstance(raw, bytes) else raw.startswith("iVBORw0KGgo")
+print(json.dumps({"registered": registered, "png": png_ok, "is_figure": isinstance(fig, Figure)}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    import json
+
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["registered"] == [] and got["is_figure"] is True
+    assert got["png"] is True  # the PNG signature (raw bytes, or base64 in a kernel)
+
+
+def test_viz_never_scores_or_classifies():
+    """Figures take computed results: no module of the package imports classify, and from
+    scoring only the metric registry (for display names, directions and ranges)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(viz.__file__).parent
+    imported: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.setdefault(node.module, set()).update(a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    imported.setdefault(alias.name, set())
+    assert not [m for m in imported if m.startswith("attn_tools.classify")]
+    assert "classify" not in imported.get("attn_tools", set())
+    assert imported.get("attn_tools.scoring", set()) <= {"get_metric", "MetricSpec"}
+    for path in folder.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 800, path.name
+
+
+@pytest.fixture()
+def closeness_metric():
+    """A registered higher-is-better metric with its own display name and range."""
+    from attn_tools.scoring import MetricSpec, register_metric, unregister_metric
+
+    spec = register_metric(
+        MetricSpec(
+            name="closeness",
+            higher_is_better=True,
+            display="closeness (1 − JSD)",
+            range=(0.0, 1.0),
+            rows=lambda att, pat, options: np.zeros(att.shape[:1] + pat.shape[:2]),
+        )
+    )
+    yield spec
+    unregister_metric("closeness")
+
+
+def test_metric_names_directions_and_ranges_come_from_the_registry(minilm_scores, closeness_metric):
+    table = minilm_scores.copy()
+    table["mean"] = 1.0 - table["mean"]
+    table["metric"] = "closeness"
+    fig = viz.plot_pattern_scores(table, "previous_token")
+    ax = fig.axes[0]
+    grid = table[table["pattern"] == "previous_token"].pivot(
+        index="layer", columns="head", values="mean"
+    )
+    bl, bh = np.unravel_index(np.nanargmax(grid.to_numpy()), grid.shape)  # higher is better
+    outline = [p for p in ax.patches if not p.get_fill()]
+    assert [(int(p.get_x()), int(p.get_y())) for p in outline] == [(bh, bl)]
+    assert fig.axes[1].get_ylabel() == "closeness (1 − JSD) (higher is better)"
+    top = table[table["pattern"] == "first_token"].sort_values("mean", ascending=False).head(4)
+    top = top.assign(rank=range(1, 5))
+    fig = viz.plot_top_heads(top)
+    ax = fig.axes[0]
+    assert "mean closeness (1 − JSD) (higher is better)" in ax.get_xlabel()
+    assert ax.get_xlim()[0] == 0.0 and ax.get_xlim()[1] >= 1.0  # the metric's own range
+    with pytest.raises(ValueError, match="classify.top_heads table"):
+        viz.plot_top_heads(table)
+
+
+def test_pattern_colour_prefers_the_colour_a_pattern_carries(monkeypatch):
+    from types import SimpleNamespace
+
+    from attn_tools.patterns import base
+
+    own = SimpleNamespace(name="coloured_pattern", color="#123456")
+    assert viz.pattern_color(own) == "#123456"
+    monkeypatch.setitem(base.REGISTRY, "coloured_pattern", own)
+    assert viz.pattern_color("coloured_pattern") == "#123456"
+    plain = SimpleNamespace(name="previous_token", color=None)
+    assert viz.pattern_color(plain) == viz.pattern_color("previous_token") == "#1f77b4"
+
+
+def test_old_head_vs_pattern_call_warns_and_draws_the_same(minilm_records):
+    rec = minilm_records[1]
+    ctx = build_context(rec)
+    with pytest.warns(DeprecationWarning, match="report.compare_head"):
+        old = viz.plot_head_vs_pattern(rec, 0, 2, "self", context=ctx)
+    new = viz.plot_head_vs_pattern(report.compare_head(rec, 0, 2, "self", context=ctx))
+    assert old.get_suptitle() == new.get_suptitle()

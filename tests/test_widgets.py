@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from attn_tools import extract
+from attn_tools.explorer import BERTVIZ_TOKEN_LIMITS, Explorer, explore, show_bertviz
 from attn_tools.patterns import build_context, predict
 from attn_tools.scoring import score_heads, score_pair
-from attn_tools.widgets import BERTVIZ_TOKEN_LIMITS, Explorer, explore, show_bertviz
 
 PATTERNS = ["previous_token", "first_token", "self", "punctuation"]
 
@@ -60,7 +60,7 @@ def test_the_view_draws_the_selected_head_and_prediction(app):
     )
     rec = app.records[1]
     np.testing.assert_array_equal(app._im_actual.get_array(), rec.head(3, 7))
-    pred, _ = app.prediction(1, "previous_token")
+    pred, _ = app.state.prediction(1, "previous_token")
     np.testing.assert_allclose(app._im_pred.get_array(), pred)
     assert "layer 3, head 7" in app._title_actual.get_text()
     assert "previous_token" in app._title_pred.get_text()
@@ -79,11 +79,11 @@ def test_pattern_and_sentence_dropdowns_redraw_and_cache_predictions(app):
     assert app.image.value != img_sentence
     for name in PATTERNS:
         app.pattern.value = name
-    assert {k for k in app._predictions if k[0] == 2} == {(2, name) for name in PATTERNS}
-    keys_before = set(app._predictions)
+    assert {k for k in app.state._predictions if k[0] == 2} == {(2, name) for name in PATTERNS}
+    keys_before = set(app.state._predictions)
     app.pattern.value = "self"
     app.pattern.value = "first_token"
-    assert set(app._predictions) == keys_before  # revisiting draws from the cache
+    assert set(app.state._predictions) == keys_before  # revisiting draws from the cache
 
 
 def test_typing_a_sentence_adds_and_selects_it(app):
@@ -214,3 +214,55 @@ def test_show_bertviz_warns_above_the_usable_token_count(minilm):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         show_bertviz(rec, "head", html_action="return")  # under the head-view limit: no warning
+
+
+# ----------------------------------------------------------------------------- the model behind it
+
+
+def test_explorer_state_answers_without_any_widget(minilm_records, smollm2_records):
+    from attn_tools.explorer import ExplorerState
+    from attn_tools.patterns import resolve_patterns
+
+    state = ExplorerState(minilm_records[:4], resolve_patterns(PATTERNS))
+    rec = minilm_records[2]
+    cmp = state.compare(2, 1, 3, "previous_token")
+    pred, mass = predict("previous_token", build_context(rec))
+    assert cmp.score == pytest.approx(score_pair(rec.head(1, 3), pred, "jsd", has_mass=mass))
+    np.testing.assert_array_equal(cmp.actual, rec.head(1, 3))
+    assert state.mean_score(1, 3, "previous_token") is None  # nothing scored yet
+    table = state.scores()
+    assert set(table["pattern"]) == {*PATTERNS, "uniform"} and table["n_sentences"].max() == 4
+    mine = state.head_scores(1, 3)
+    expected = table[(table["layer"] == 1) & (table["head"] == 3)].set_index("pattern")["mean"]
+    assert mine.best_name == expected.idxmin()
+    assert state.mean_score(1, 3, "self") == (pytest.approx(expected["self"]), 4)
+    with pytest.raises(ValueError, match="SmolLM2-135M-Instruct"):
+        state.add_record(smollm2_records[0])
+    with pytest.raises(ValueError, match="at least one pattern"):
+        ExplorerState(minilm_records[:1], [])
+
+
+def test_explorer_with_a_raw_metric_scores_the_raw_pattern(minilm_records):
+    from attn_tools.explorer import ExplorerState
+    from attn_tools.patterns import resolve_patterns
+
+    state = ExplorerState(
+        minilm_records[:2], resolve_patterns(["previous_token_head"]), metric="mul"
+    )
+    rec = minilm_records[0]
+    raw, mass = predict("previous_token_head", build_context(rec), normalize=False)
+    cmp = state.compare(0, 0, 2, "previous_token_head")
+    assert cmp.score == pytest.approx(score_pair(rec.head(0, 2), raw, "mul", has_mass=mass))
+    assert np.allclose(cmp.predicted.sum(-1), 1.0)  # the drawn prediction is normalised
+    with pytest.raises(ValueError, match="no_such_metric"):
+        ExplorerState(minilm_records[:1], resolve_patterns(["self"]), metric="no_such_metric")
+
+
+def test_old_widgets_module_still_works():
+    import importlib
+    import sys
+
+    sys.modules.pop("attn_tools.widgets", None)
+    with pytest.warns(DeprecationWarning, match="attn_tools.explorer"):
+        widgets = importlib.import_module("attn_tools.widgets")
+    assert widgets.explore is explore and widgets.show_bertviz is show_bertviz

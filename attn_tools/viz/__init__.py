@@ -1,0 +1,104 @@
+"""Figures from computed results: one head, a head against a pattern, a layer, score maps, top
+heads, held-out consistency, linear fits and the best-fit grid.
+
+Every ``plot_*`` function takes results that were computed elsewhere (records, `report.compare_head`,
+`scoring.score_heads`, `classify.*` tables), never scores or classifies itself, returns a matplotlib
+`Figure` that a notebook shows as a PNG (`NotebookFigure`) and takes ``save=`` (a path; see
+`save_figure`) to write it as PNG, SVG or PDF. Attention matrices put queries on the y axis (row
+``q`` attends *from* token ``q``) and keys on the x axis; layer × head grids put layer 0 at the
+bottom. Each pattern has one colour everywhere (`pattern_color`).
+
+Modules: `canvas` (figures, saving, token ticks, metric labels), `matrices`, `tables`, `grid`,
+`colors`. Writing a whole set of figures and tables is `attn_tools.report.write_figures`.
+
+Example:
+    >>> recs = extract(load_model("minilm"), load_sentences("story")[:12])
+    >>> fit = classify.best_fit(score_heads(recs))
+    >>> viz.plot_best_fit_grid(fit, save="outputs/minilm_best_fit.png")
+"""
+
+from __future__ import annotations
+
+from attn_tools.viz.canvas import (
+    ATTENTION_CMAP,
+    FORMATS,
+    FigureFormat,
+    NotebookFigure,
+    Scale,
+    clean_label,
+    colorbar_label,
+    draw_matrix,
+    figure_png,
+    matrix_side_inches,
+    metric_axis_label,
+    metric_display,
+    metric_limits,
+    new_figure,
+    resolve_scale,
+    save_figure,
+    set_token_ticks,
+    thin_ticks,
+)
+from attn_tools.viz.colors import NONE_COLOR, NONE_LABEL, pattern_color, pattern_table
+from attn_tools.viz.grid import MAX_TIED_COLORS, best_fit_title, head_labels, plot_best_fit_grid
+from attn_tools.viz.matrices import (
+    plot_alignment,
+    plot_head,
+    plot_head_vs_pattern,
+    plot_layer,
+    plot_patterns,
+)
+from attn_tools.viz.tables import (
+    draw_bars,
+    draw_diagonal_scatter,
+    grid_shape,
+    head_grid,
+    plot_consistency,
+    plot_linear_fit,
+    plot_pattern_scores,
+    plot_top_heads,
+    select_table,
+)
+
+__all__ = [
+    "ATTENTION_CMAP",
+    "FORMATS",
+    "MAX_TIED_COLORS",
+    "NONE_COLOR",
+    "NONE_LABEL",
+    "FigureFormat",
+    "NotebookFigure",
+    "Scale",
+    "best_fit_title",
+    "clean_label",
+    "colorbar_label",
+    "draw_bars",
+    "draw_diagonal_scatter",
+    "draw_matrix",
+    "figure_png",
+    "grid_shape",
+    "head_grid",
+    "head_labels",
+    "matrix_side_inches",
+    "metric_axis_label",
+    "metric_display",
+    "metric_limits",
+    "new_figure",
+    "pattern_color",
+    "pattern_table",
+    "plot_alignment",
+    "plot_best_fit_grid",
+    "plot_consistency",
+    "plot_head",
+    "plot_head_vs_pattern",
+    "plot_layer",
+    "plot_linear_fit",
+    "plot_pattern_scores",
+    "plot_patterns",
+    "plot_top_heads",
+    "resolve_scale",
+    "save_figure",
+    "select_table",
+    "set_token_ticks",
+    "thin_ticks",
+]
