@@ -109,6 +109,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drop(args: argparse.Namespace) -> str | None:
+    value = getattr(args, "drop_keys", "none")
+    return None if value in (None, "none") else value
+
+
+def _drop_suffix(args: argparse.Namespace) -> str:
+    drop = _drop(args)
+    return "" if drop is None else "_drop-" + drop.replace("+", "-")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from attn_tools.report import (
         RANKING_NOTE,
@@ -121,8 +131,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores, ranked = score_tables(records, metric=args.metric, progress=not args.quiet)
-        slug = f"{file_slug(bundle.name)}_{args.metric}"
+        scores, ranked = score_tables(
+            records, metric=args.metric, drop_keys=_drop(args), progress=not args.quiet
+        )
+        slug = f"{file_slug(bundle.name)}_{args.metric}" + _drop_suffix(args)
         paths = write_table(scores, out, f"scores_{slug}")
         paths += write_table(ranked, out, f"scores_{slug}_own_rows")
         note = f"{args.metric}, {_direction(args.metric)}, {RANKING_NOTE}"
@@ -138,8 +150,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores, ranked = score_tables(records, metric=args.metric, progress=not args.quiet)
-        folder = out / file_slug(bundle.name)
+        scores, ranked = score_tables(
+            records, metric=args.metric, drop_keys=_drop(args), progress=not args.quiet
+        )
+        folder = out / (file_slug(bundle.name) + _drop_suffix(args))
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
             records, ranked, folder, model_name=bundle.name, formats=args.format,
@@ -212,7 +226,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(report.format_summary(s))
         slug = report.file_slug(bundle.name)
         t0 = time.perf_counter()
-        scores, ranked = report.score_tables(records, progress=not args.quiet)
+        scores, ranked = report.score_tables(
+            records, drop_keys=_drop(args), progress=not args.quiet
+        )
         s["score_seconds"] = round(time.perf_counter() - t0, 2)
         table = report.write_table(scores, out, f"scores_{slug}")
         table += report.write_table(ranked, out, f"scores_{slug}_own_rows")
@@ -227,6 +243,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         figures = report.write_figures(
             records, ranked, out / slug, model_name=bundle.name, best=fit
         )
+        if _drop(args) is None:
+            # the same question with the first-token sink removed: what heads do besides it
+            figures.append(report.write_sink_free_grid(records, out / slug, model_name=bundle.name))
         s["files"] = [str(p) for p in [heatmap, *table, *figures]]
         summaries.append(s)
         print(f"   wrote {heatmap}, {len(table)} tables and {len(figures)} figures in {out / slug}")
@@ -249,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--batch-size", type=int, default=16)
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def drop_keys(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--drop-keys",
+            choices=["none", "first", "special", "special+punct"],
+            default="none",
+            help="remove sink keys before scoring (first = BOS/[CLS]; special adds [SEP]/EOS; "
+            "special+punct adds punctuation) to ask what heads do besides the sink",
+        )
+
     sub.add_parser("models", help="list offline model aliases").set_defaults(fn=cmd_models)
     sub.add_parser("sentences", help="list built-in sentence sets").set_defaults(fn=cmd_sentences)
 
@@ -266,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC",
         help="one of %(choices)s (default: %(default)s)",
     )
+    drop_keys(sp)
     sp.add_argument("--top", type=int, default=3)
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_score)
@@ -279,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC",
         help="a metric that ranks patterns against each other: %(choices)s (default: %(default)s)",
     )
+    drop_keys(sp)
     sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_figures)
@@ -305,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="the README demo on the offline defaults")
     common(sp, models=False)
+    drop_keys(sp)
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_demo)
     return p

@@ -37,6 +37,7 @@ __all__ = [
     "file_slug",
     "format_summary",
     "score_tables",
+    "write_sink_free_grid",
     "showcase_head",
     "summarise",
     "top_heads_by_family",
@@ -129,6 +130,7 @@ def score_tables(
     patterns: Sequence[str | Pattern] | None = None,
     *,
     metric: str = "jsd",
+    drop_keys: Any = None,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two score tables every report uses: ``(all_rows, own_rows)``.
@@ -136,7 +138,8 @@ def score_tables(
     ``all_rows`` scores every row (a pattern's empty rows fall back to self), which is what
     `classify.best_fit` compares patterns on; ``own_rows`` scores each pattern on the rows it
     predicts itself, which is what rankings of heads for one pattern use. The pattern contexts
-    (spaCy parse, alignment) are built once for both passes.
+    (spaCy parse, alignment) are built once for both passes. ``drop_keys`` removes sink keys
+    (see `attn_tools.scoring.score_heads`).
     """
     from attn_tools.patterns.base import build_contexts
     from attn_tools.scoring import score_heads
@@ -144,11 +147,50 @@ def score_tables(
     contexts = build_contexts(records)
     all_rows, own_rows = (
         score_heads(
-            records, patterns, metric=metric, rows=rows, contexts=contexts, progress=progress
+            records,
+            patterns,
+            metric=metric,
+            rows=rows,
+            contexts=contexts,
+            drop_keys=drop_keys,
+            progress=progress,
         )  # fmt: skip
         for rows in ("all", "scored")
     )
     return all_rows, own_rows
+
+
+def write_sink_free_grid(
+    records: Sequence[SentenceAttention],
+    out: str | Path,
+    *,
+    model_name: str | None = None,
+    drop_keys: Any = "first",
+    formats: Sequence[FigureFormat] = ("png",),
+) -> Path:
+    """The best-fit grid with sink keys removed (``drop_keys``): what the heads do besides the sink.
+
+    Written as ``best_fit_grid_no_sink.<fmt>`` in ``out``; returns the first path. The scores
+    behind it are the all-rows table of `score_tables` with ``drop_keys``.
+    """
+    from attn_tools.scoring import score_heads
+    from attn_tools.viz import plot_best_fit_grid
+
+    scores = score_heads(records, drop_keys=drop_keys)
+    fit = default_best_fit(scores)
+    name = model_name or str(scores["model"].iloc[0])
+    fig = plot_best_fit_grid(
+        fit, model=name, title=f"What is {name} doing besides the sink? (keys dropped: {drop_keys})"
+    )
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"best_fit_grid_no_sink.{fmt}" for fmt in formats]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths[0]
 
 
 def default_best_fit(scores: pd.DataFrame, **best_fit_kwargs: Any) -> pd.DataFrame:
@@ -178,11 +220,12 @@ def showcase_head(best: pd.DataFrame) -> tuple[int, int]:
 
 def top_heads_by_family(scores: pd.DataFrame, k: int = 3) -> str:
     """The ``k`` best heads of each pattern, grouped by family, as text (what ``attn-tools score``
-    prints). Each line shows the share of rows the pattern predicts on this model."""
-    from attn_tools.classify import top_heads
+    prints). Each line shows the share of rows the pattern predicts on this model; a pattern
+    without enough support (`classify.supported`) names no head and says why."""
+    from attn_tools.classify import supported, top_heads
     from attn_tools.patterns import get_pattern
 
-    coverage = next(iter((scores.attrs.get("coverage") or {None: {}}).values()))
+    support = scores.assign(ok=supported(scores)).groupby("pattern", sort=False)
     by_family: dict[str, list[str]] = {}
     for name in scores["pattern"].unique():
         by_family.setdefault(get_pattern(name).family, []).append(name)
@@ -190,14 +233,23 @@ def top_heads_by_family(scores: pd.DataFrame, k: int = 3) -> str:
     for family, names in sorted(by_family.items()):
         lines.append(f"  [{family}]")
         for name in names:
-            share = coverage.get(name)
-            if share == 0:
-                lines.append(f"    {name:<24} predicts no row on this model")
+            sub = support.get_group(name)
+            share = float(sub["coverage"].iloc[0])
+            if not sub["ok"].any():
+                why = (
+                    "predicts no row on this model"
+                    if share == 0
+                    else f"too little support ({int(sub['n_rows'].iloc[0])} rows in "
+                    f"{int(sub['support_sentences'].iloc[0])} sentences): no head named"
+                )
+                lines.append(f"    {name:<24} {why}")
                 continue
             top = top_heads(scores, name, k=k)
-            cells = ", ".join(f"L{r.layer}.H{r.head} ({r.mean:.3f})" for r in top.itertuples())
-            rows = f"{share:4.0%}" if share is not None else "    "
-            lines.append(f"    {name:<24} {rows}  {cells}")
+            cells = ", ".join(
+                f"L{r.layer}.H{r.head} ({r.mean:.3f}{'' if r.fits is not False else ', no fit'})"
+                for r in top.itertuples()
+            )
+            lines.append(f"    {name:<24} {share:4.0%}  {cells}")
     return "\n".join(lines)
 
 
@@ -348,15 +400,16 @@ def write_figures(
     names = (
         list(patterns) if patterns is not None else list(dict.fromkeys(sub["pattern"].astype(str)))
     )
-    # a pattern with no score on any head predicts no row on this model (next_token on a decoder
-    # scored on its own rows): there is nothing to draw for it
-    scored = set(sub.loc[np.isfinite(sub["mean"].astype(float)), "pattern"].astype(str))
+    # a pattern without support (classify.supported: it predicts too few rows of its own on this
+    # model, e.g. next_token on a decoder) names no head: there is nothing honest to draw for it
+    ok = classify.supported(sub) & np.isfinite(sub["mean"].astype(float))
+    scored = set(sub.loc[ok, "pattern"].astype(str))
     skipped = [n for n in names if n not in scored]
     names = [n for n in names if n in scored]
     if skipped:
         warnings.warn(
-            f"no per-pattern figures for {', '.join(skipped)}: no head has a score "
-            f"(the pattern predicts no row of {model}'s sentences)",
+            f"no per-pattern figures for {', '.join(skipped)}: too little support on "
+            f"{model}'s sentences (see classify.supported), so no head is named",
             stacklevel=2,
         )
     best = default_best_fit(sub) if best is None else viz.select_table(best, model=model)[0]
