@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
-from attn_tools.automate.prompt import (
+from attn_tools.automate.hypothesize.prompt import (
     Disagreement,
     Feedback,
     ReplyError,

@@ -20,7 +20,8 @@ Example:
 
 from __future__ import annotations
 
-from attn_tools.automate.backends import (
+from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
+from attn_tools.automate.hypothesize.backends import (
     AuthenticationError,
     BackendError,
     ChatHypothesizer,
@@ -34,16 +35,7 @@ from attn_tools.automate.backends import (
     ServerError,
     make_backend,
 )
-from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
-from attn_tools.automate.library import LibraryEntry, UserLibrary, sandboxed_pattern
-from attn_tools.automate.loop import (
-    MAX_ROUNDS,
-    HeadResult,
-    automate_head,
-    automate_heads,
-    builtin_patterns,
-)
-from attn_tools.automate.prompt import (
+from attn_tools.automate.hypothesize.prompt import (
     Feedback,
     Prompt,
     Reply,
@@ -53,13 +45,21 @@ from attn_tools.automate.prompt import (
     format_matrix,
     parse_reply,
 )
+from attn_tools.automate.hypothesize.search import FittedProgram, SearchSpace, fit_program
+from attn_tools.automate.library import LibraryEntry, UserLibrary, sandboxed_pattern
+from attn_tools.automate.loop import (
+    MAX_ROUNDS,
+    HeadResult,
+    automate_head,
+    automate_heads,
+    builtin_patterns,
+)
 from attn_tools.automate.sandbox import (
     SandboxResult,
     check_program,
     precomputed_pattern,
     run_program,
 )
-from attn_tools.automate.search import FittedProgram, SearchSpace, fit_program
 
 __all__ = [
     "MAX_ROUNDS",

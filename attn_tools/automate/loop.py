@@ -37,17 +37,17 @@ import numpy as np
 import pandas as pd
 
 from attn_tools._cache import atomic_path
-from attn_tools.automate.backends import (
+from attn_tools.automate.examples import head_examples
+from attn_tools.automate.hypothesize.backends import (
     HeadTask,
     Hypothesizer,
     LocalChatModel,
     Proposal,
 )
-from attn_tools.automate.examples import head_examples
+from attn_tools.automate.hypothesize.prompt import Disagreement, Feedback
+from attn_tools.automate.hypothesize.search import EXTRA_ATOMS
 from attn_tools.automate.library import UserLibrary, prefetch, sandboxed_pattern
-from attn_tools.automate.prompt import Disagreement, Feedback
 from attn_tools.automate.sandbox import contexts_of, precomputed_pattern, run_program
-from attn_tools.automate.search import EXTRA_ATOMS
 from attn_tools.patterns.base import Pattern, PatternContext, get_pattern, list_patterns, predict
 from attn_tools.scoring import jsd, score_heads, score_pair
 

@@ -8,7 +8,7 @@ One abstract `Hypothesizer` with one class per backend:
   to disk or shown in an error (errors are scrubbed of it).
 - `LocalChatModel`: a transformers chat model on this machine (default SmolLM2-135M-Instruct,
   greedy decoding). Small models often fail; every failure is a `Proposal` with a status.
-- `ProgramSearch`: no language model at all; `attn_tools.automate.search.fit_program`.
+- `ProgramSearch`: no language model at all; `attn_tools.automate.hypothesize.search.fit_program`.
 
 `make_backend(name, **kwargs)` builds one by name (``search``, ``local``, ``openai``, ``gemini``,
 ``ollama``).
@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from attn_tools.automate.prompt import (
+from attn_tools.automate.hypothesize.prompt import (
     Feedback,
     Prompt,
     ReplyError,
@@ -617,7 +617,7 @@ class LocalChatModel(ChatHypothesizer):
 
 class ProgramSearch(Hypothesizer):
     """No language model: search readable programs built from the registry (see
-    `attn_tools.automate.search`) and return the best as source plus a one-line hypothesis.
+    `attn_tools.automate.hypothesize.search`) and return the best as source plus a one-line hypothesis.
 
     Refinement rounds widen the search by one more candidate rule per round (cross-validation
     still decides how many are kept); the loop stops when the program no longer changes.
@@ -658,7 +658,7 @@ class ProgramSearch(Hypothesizer):
 
     def space_for(self, contexts: Sequence[PatternContext]) -> Any:
         """The search space of these sentences (cached for the last set seen)."""
-        from attn_tools.automate.search import SearchSpace
+        from attn_tools.automate.hypothesize.search import SearchSpace
 
         key = tuple((c.text, tuple(c.tokens)) for c in contexts)
         if self._space is None or self._space.key != key:
@@ -666,7 +666,7 @@ class ProgramSearch(Hypothesizer):
         return self._space
 
     def propose(self, task: HeadTask) -> Proposal:
-        from attn_tools.automate.search import fit_program
+        from attn_tools.automate.hypothesize.search import fit_program
 
         start = time.perf_counter()
         extra = task.round
