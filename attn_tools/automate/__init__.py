@@ -21,20 +21,18 @@ Example:
 from __future__ import annotations
 
 from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
-from attn_tools.automate.hypothesize.backends import (
+from attn_tools.automate.hypothesize.backends import LocalChatModel, ProgramSearch, make_backend
+from attn_tools.automate.hypothesize.base import (
     AuthenticationError,
     BackendError,
     ChatHypothesizer,
     HeadTask,
     Hypothesizer,
-    LocalChatModel,
-    OpenAICompatible,
-    ProgramSearch,
     Proposal,
     RateLimitError,
     ServerError,
-    make_backend,
 )
+from attn_tools.automate.hypothesize.http_chat import OpenAICompatible
 from attn_tools.automate.hypothesize.prompt import (
     Feedback,
     Prompt,

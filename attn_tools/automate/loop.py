@@ -38,12 +38,8 @@ import pandas as pd
 
 from attn_tools._cache import atomic_path
 from attn_tools.automate.examples import head_examples
-from attn_tools.automate.hypothesize.backends import (
-    HeadTask,
-    Hypothesizer,
-    LocalChatModel,
-    Proposal,
-)
+from attn_tools.automate.hypothesize.backends import LocalChatModel
+from attn_tools.automate.hypothesize.base import HeadTask, Hypothesizer, Proposal
 from attn_tools.automate.hypothesize.prompt import Disagreement, Feedback
 from attn_tools.automate.hypothesize.search import EXTRA_ATOMS
 from attn_tools.automate.library import UserLibrary, prefetch, sandboxed_pattern
@@ -583,9 +579,8 @@ def automate_heads(
         lib = library
     else:
         lib = UserLibrary(library)
-    local = isinstance(backend, LocalChatModel)
-    if local and backend._bundle is None and backend.model_name == bundle.source:
-        backend._bundle = bundle  # the analysed model doubles as the chat model: load once
+    if isinstance(backend, LocalChatModel):
+        backend.reuse(bundle)  # the analysed model doubles as the chat model: load once
 
     run = {
         "schema": RUN_SCHEMA,
