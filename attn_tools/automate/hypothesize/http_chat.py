@@ -125,8 +125,9 @@ class _NoAnswer(Exception):
     """One attempt got no complete HTTP answer (retried)."""
 
 
-def _abort(conn: http.client.HTTPConnection) -> None:
+def _abort(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
     # shutting the socket down wakes a recv blocked in http.client, wherever it is
+    fired.set()
     sock = conn.sock
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -149,7 +150,8 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], deadline: float) 
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    watchdog = threading.Timer(remaining, _abort, args=(conn,))
+    fired = threading.Event()
+    watchdog = threading.Timer(remaining, _abort, args=(conn, fired))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -167,15 +169,18 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], deadline: float) 
                     "smaller. Fix: check base_url points at a chat-completions API."
                 )
             chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise TimeoutError("the body did not arrive before the deadline")
+        # a shut-down socket reads as a clean end of headers or body, so ask the watchdog
+        if fired.is_set():
+            raise TimeoutError("cut at the deadline")
+        if resp.length:  # fewer bytes than Content-Length said, then the end of the stream
+            raise http.client.IncompleteRead(b"".join(chunks), resp.length)
         return _Response(
             resp.status, {k.lower(): v for k, v in resp.getheaders()}, b"".join(chunks)
         )
     except BackendError:
         raise
     except (http.client.HTTPException, OSError, ValueError) as exc:
-        if time.monotonic() >= deadline - 1e-3:
+        if fired.is_set():
             raise _NoAnswer("no complete answer before the deadline") from None
         raise _NoAnswer(f"{type(exc).__name__}: {exc}") from None
     finally:
