@@ -44,14 +44,20 @@ from attn_tools.patterns import (
     predict_many,
     resolve_patterns,
 )
-from attn_tools.scoring import Level, Metric, Rows, higher_is_better, jsd, score_heads
+from attn_tools.scoring import (
+    Level,
+    Metric,
+    Rows,
+    ScoreOptions,
+    get_metric,
+    metric_names,
+    score_heads,
+)
 from attn_tools.text import pooling_matrices
 
 __all__ = ["best_fit", "consistency", "linear_fit", "top_heads", "with_shuffled"]
 
 Baseline = Literal["uniform", "shuffled"]
-# metrics that score a pattern's raw weights (TransformerLens detection patterns)
-_RAW_METRICS = ("mul", "abs")
 HEAD_KEYS = ["model", "layer", "head"]
 BEST_FIT_COLUMNS = (
     "model", "layer", "head", "best_pattern", "best_score", "label", "tied",
@@ -97,18 +103,16 @@ def _rule_text(
     min_coverage: float = 0.0,
 ) -> str:
     """The labelling rule in one line, for captions (``best_fit(...).attrs["rule"]``)."""
+    hib = get_metric(metric).higher_is_better
     among = f" (of patterns predicting ≥ {min_coverage:.0%} of rows)" if min_coverage > 0 else ""
-    best = (
-        f"label = pattern with the {'highest' if higher_is_better(metric) else 'lowest'} "
-        f"{metric}{among}"
-    )
+    best = f"label = pattern with the {'highest' if hib else 'lowest'} {metric}{among}"
     tests = []
     if baseline == "uniform":
         tests.append(f"it beats the head's uniform-pattern {metric} by ≥ {margin:g}")
     elif baseline == "shuffled":
         tests.append(f"it beats its own shuffled version's {metric} by ≥ {margin:g}")
     if threshold is not None:
-        tests.append(f"its {metric} {'≥' if higher_is_better(metric) else '≤'} {threshold:g}")
+        tests.append(f"its {metric} {'≥' if hib else '≤'} {threshold:g}")
     rule = f"{best} if {' and '.join(tests)}; else 'none'" if tests else f"{best} (no cut-off)"
     return f"{rule}; ties within {tie:g} listed"
 
@@ -172,16 +176,17 @@ def best_fit(
         >>> fit[fit.label != "none"]
     """
     metric = _metric_of(scores)
-    hib = higher_is_better(metric)
+    spec = get_metric(metric)
+    hib = spec.higher_is_better
     if baseline not in ("uniform", "shuffled", None):
         raise ValueError(f"baseline must be 'uniform', 'shuffled' or None, got {baseline!r}")
-    if metric in _RAW_METRICS and baseline == "uniform":
+    if spec.raw and baseline == "uniform":
         raise ValueError(
             f"best_fit with metric={metric!r} cannot use the uniform baseline: {metric} scores raw "
             "detection patterns (TransformerLens), where the all-ones uniform pattern always "
             "scores 1 on mul (nothing beats it) and far below any head on abs (everything "
-            "does), and denser patterns always win on mul. Fix: choose best fits with jsd, "
-            "sae or mae, and use top_heads(scores, pattern) for mul/abs, or pass "
+            "does), and denser patterns always win on mul. Fix: choose best fits with one of "
+            f"{', '.join(metric_names(ranks_patterns=True))}, and use top_heads(scores, pattern) for mul/abs, or pass "
             "baseline='shuffled' (with with_shuffled patterns) or a threshold."
         )
     if margin < 0 or tie_tolerance < 0:
@@ -302,7 +307,7 @@ def top_heads(scores: pd.DataFrame, pattern: str | Pattern, k: int = 3) -> pd.Da
         raise ValueError(f"k must be at least 1, got {k}")
     sub = sub[np.isfinite(sub["mean"])]
     ordered = sub.sort_values(
-        ["model", "mean"], ascending=[True, not higher_is_better(metric)], kind="stable"
+        ["model", "mean"], ascending=[True, get_metric(metric).sort_ascending], kind="stable"
     )
     top = ordered.groupby("model", sort=False).head(k).copy()
     top["rank"] = top.groupby("model").cumcount() + 1
@@ -396,7 +401,7 @@ def consistency(
     fb = best_fit(scores_b, **fit_opts).set_index(HEAD_KEYS)
     table_b = scores_b.set_index([*HEAD_KEYS, "pattern"])["mean"]
 
-    hib = higher_is_better(metric)
+    hib = get_metric(metric).higher_is_better
     cand_b = scores_b[~_is_baseline(scores_b["pattern"])]
     if baseline == "uniform":
         cand_b = cand_b[cand_b["pattern"] != "uniform"]
@@ -518,10 +523,13 @@ def linear_fit(
         ``eval_r2`` (cell-wise R² of the unnormalised mixture), ``eval_score`` (the mixture's
         ``metric`` on the eval split), ``single_pattern``, ``single_eval_score``, ``metric``.
     """
-    if metric not in ("jsd", "sae", "mae"):
+    spec = get_metric(metric)
+    if not spec.ranks_patterns or spec.paired is None:
         raise ValueError(
-            f"linear_fit scores mixtures with a distribution metric (jsd, sae, mae), got {metric!r}"
+            f"linear_fit scores mixtures with a distribution metric that ranks patterns "
+            f"({', '.join(metric_names(ranks_patterns=True))}), got {metric!r}"
         )
+    options = ScoreOptions(metric=metric, base=base)
     fit_records, eval_records = list(fit_records), list(eval_records)
     if not fit_records or not eval_records:
         raise ValueError("linear_fit needs records in both the fit and the eval split")
@@ -560,11 +568,8 @@ def linear_fit(
         empty = rows.sum(axis=-1) <= 0
         rows = np.where(empty[..., None], np.eye(m)[None], rows)
         att = A.reshape(len(A), m, m)
-        if metric == "jsd":
-            per_row = jsd(att, rows, base=base)
-        else:
-            rows = rows / rows.sum(axis=-1, keepdims=True)
-            per_row = np.abs(att - rows).sum(axis=-1) / (m if metric == "mae" else 1)
+        rows = rows / rows.sum(axis=-1, keepdims=True)
+        per_row = spec.paired(att, rows, options)
         acc["score"] += per_row.mean(axis=-1)
         acc["n"] += 1
 

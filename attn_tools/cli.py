@@ -30,14 +30,12 @@ DEFAULT_MODELS = ("minilm", "smollm2")
 # Rankings for one pattern use the rows that pattern predicts itself (rows="scored"): on all rows
 # a pattern that predicts few of them would rank heads by its self-attention fallback instead.
 _TOP_NOTE = "scored on the rows each pattern predicts, share shown"
-_METRICS = ["jsd", "sae", "mae", "mul", "abs", "argmax_accuracy"]
-_FIT_METRICS = ["jsd", "sae", "mae"]  # metrics that rank patterns against each other
 
 
 def _direction(metric: str) -> str:
-    from attn_tools.scoring import higher_is_better
+    from attn_tools.scoring import get_metric
 
-    return "higher is better" if higher_is_better(metric) else "lower is better"
+    return get_metric(metric).direction
 
 
 def summarise(records: Sequence[Any], *, seconds: float | None = None) -> dict[str, Any]:
@@ -320,6 +318,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # metric choices come from the registry (numpy + scipy only: no torch for --help)
+    from attn_tools.scoring.metrics import metric_names
+
     p = argparse.ArgumentParser(prog="attn-tools", description="Which attention heads do what?")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -340,14 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("score", help="score all heads against all patterns")
     common(sp)
-    sp.add_argument("--metric", default="jsd", choices=_METRICS)
+    sp.add_argument("--metric", default="jsd", choices=metric_names())
     sp.add_argument("--top", type=int, default=3)
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("figures", help="poster figures per model")
     common(sp)
-    sp.add_argument("--metric", default="jsd", choices=_FIT_METRICS)
+    sp.add_argument("--metric", default="jsd", choices=metric_names(ranks_patterns=True))
     sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_figures)

@@ -352,6 +352,8 @@ def test_blocked_engine_equals_one_block(metric, smol, monkeypatch):
     """Long sentences are scored in blocks of patterns to bound memory; results must not change."""
     recs, ctxs = smol
     whole = score_heads(recs, metric=metric, contexts=ctxs)
-    monkeypatch.setattr("attn_tools.scoring._CHUNK_ELEMENTS", 2000)  # a few patterns per block
+    monkeypatch.setattr(
+        "attn_tools.scoring.metrics._CHUNK_ELEMENTS", 2000
+    )  # a few patterns per block
     blocked = score_heads(recs, metric=metric, contexts=ctxs)
     pd.testing.assert_frame_equal(whole, blocked, check_exact=False, rtol=0, atol=1e-12)

@@ -1,56 +1,43 @@
-"""Compare attention with predicted patterns: metrics on tensors and the all-heads engine.
+"""The all-heads scoring engine: every head of every sentence against every pattern at once.
 
-Metrics (each name says its direction; `higher_is_better` answers it in code):
-
-=================== ============ ========================================================
-``jsd``             lower better Jensen–Shannon *distance* per row, mean over rows; [0, 1]
-``sae``             lower better sum of absolute errors per row, mean over rows; [0, 2]
-``mae``             lower better mean absolute error per row (sae / keys), mean over rows
-``mul``             higher better TransformerLens: share of attention on the predicted cells
-``abs``             higher better TransformerLens: 1 − Σ|attention − pattern| / n; [-1, 1]
-``argmax_accuracy`` higher better Clark et al.: share of predicted rows whose argmax is predicted
-=================== ============ ========================================================
-
-``jsd``, ``sae``, ``mae`` and ``argmax_accuracy`` compare row distributions: the pattern is the
-framework's normalised prediction (causal mask, renormalised rows, self fallback), and attention
-rows are renormalised too (float32 rows sum to 1 only to ~1e-7, as `scipy` also renormalises).
-``mul`` and ``abs`` take the pattern's raw weights (validated, causally masked, *not*
-renormalised), exactly as TransformerLens uses a detection pattern, so for the 0/1 patterns
-``previous_token_head``, ``duplicate_token_head`` and ``induction_head`` they reproduce
-``transformer_lens.head_detector.detect_head`` (encoders included, where TransformerLens refuses
-``abs``). TransformerLens rounds ``abs`` to three decimals; pass ``decimals=3`` to do the same.
+Metrics and their definitions live in `attn_tools.scoring.metrics` (the registry); this module
+streams records, builds each sentence's predictions once, and averages a metric's scores.
 
 Rows (``rows=``): ``"all"`` (default) averages over every query row, fallback rows included, so
 every pattern is judged on the same rows and scores compare across patterns; ``"scored"`` keeps only
-the rows where the pattern predicts something of its own. ``argmax_accuracy`` always uses the
-scored rows (Clark et al.'s accuracy is defined on the words that have the relation).
+the rows where the pattern predicts something of its own. Metrics defined only on predicted rows
+(``argmax_accuracy``: Clark et al.'s accuracy is defined on the words that have the relation)
+always use the scored rows.
+
+Row metrics (``jsd``, ``sae``, ``mae``, ``argmax_accuracy``) compare row distributions: the
+pattern is the framework's normalised prediction (causal mask, renormalised rows, self fallback),
+and attention rows are renormalised too (float32 rows sum to 1 only to ~1e-7, as `scipy` also
+renormalises). Raw-weight metrics (``mul`` and ``abs``) take the pattern's raw weights
+(validated, causally masked, *not* renormalised), exactly as TransformerLens uses a detection
+pattern, so for the 0/1 patterns ``previous_token_head``, ``duplicate_token_head`` and
+``induction_head`` they reproduce ``transformer_lens.head_detector.detect_head`` (encoders
+included, where TransformerLens refuses ``abs``). TransformerLens rounds ``abs`` to three
+decimals; pass ``decimals=3`` to do the same.
 
 The rule for empty and NaN rows (never silent):
 
 - NaN or infinite attention is an error naming the sentence.
 - ``exclude_bos`` (key column 0: BOS or [CLS]) and ``exclude_current_token`` (the diagonal) remove
-  those keys. For the distribution metrics both the attention and the pattern are renormalised over
-  the remaining keys; a row left with no mass on either side is left out of that sentence's mean,
+  those keys. For row metrics both the attention and the pattern are renormalised over the
+  remaining keys; a row left with no mass on either side is left out of that sentence's mean,
   and a sentence with no row left scores NaN and is left out of the mean and std over sentences
   (``n_sentences`` counts the sentences that scored). Attention rows dropped this way are counted in
   ``df.attrs["dropped_attention_rows"]`` and reported with a warning. For ``mul`` and ``abs`` the
   keys are removed as TransformerLens does (attention zeroed for ``mul``, differences zeroed for
   ``abs``); a head with no attention left on the kept cells gets NaN for ``mul``.
-- The tensor functions (`jsd`, `sae`, `mae`) give NaN for a row that sums to zero and propagate NaN
-  inputs.
 
-Engine: per sentence, all heads ``[L·H, n, n]`` against all patterns ``[P, n, n]`` in one vectorised
-expression. For ``jsd`` it uses ``JSD = H(m) − (H(a) + H(p)) / 2`` with ``m = (a + p) / 2``: the
-pattern entropies are computed once per pattern row and, because a pattern row is zero outside its
-support ``S``, ``H(m)`` splits into ``(H(a) + ln 2)/2`` (cancelling the head entropy) plus a sum over
-``S`` only — so the work is proportional to heads × non-zero predicted cells, not heads × patterns ×
-n². The same split serves ``sae``/``abs`` (``|a − 0| = a`` off the support).
+Engine: per sentence, all heads ``[L·H, n, n]`` against all distinct predictions ``[P, n, n]`` in
+one vectorised expression (see `attn_tools.scoring.metrics.row_values`).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,8 +45,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy.special import xlogy
 
 from attn_tools.patterns import (
     Pattern,
@@ -68,199 +53,45 @@ from attn_tools.patterns import (
     predict_many,
     resolve_patterns,
 )
+from attn_tools.scoring.metrics import ScoreOptions, _log_base, get_metric
 from attn_tools.text import pooling_matrices
 
-__all__ = [
-    "METRICS",
-    "SCORE_COLUMNS",
-    "abs_score",
-    "argmax_accuracy",
-    "higher_is_better",
-    "jsd",
-    "mae",
-    "mul_score",
-    "sae",
-    "score_heads",
-    "score_pair",
-]
+__all__ = ["SCORE_COLUMNS", "score_heads", "score_pair"]
 
+#: a metric name; any name in `attn_tools.scoring.METRICS` (the built-ins are listed here).
 Metric = Literal["jsd", "sae", "mae", "mul", "abs", "argmax_accuracy"]
 Level = Literal["token", "word"]
 Rows = Literal["all", "scored"]
 
-#: metric name → True when a higher score means a better fit.
-METRICS: dict[str, bool] = {
-    "jsd": False,
-    "sae": False,
-    "mae": False,
-    "mul": True,
-    "abs": True,
-    "argmax_accuracy": True,
-}
-_RAW_METRICS = frozenset({"mul", "abs"})  # compare with the pattern's raw weights
 SCORE_COLUMNS = ("model", "layer", "head", "pattern", "metric", "mean", "std", "n_sentences")
-_LN2 = math.log(2.0)
-_CHUNK_ELEMENTS = 1 << 22  # heads × predicted cells per block: bounds memory on long sentences
 
 
-def higher_is_better(metric: str) -> bool:
-    """True for similarity metrics (``mul``, ``abs``, ``argmax_accuracy``), False for distances."""
-    try:
-        return METRICS[metric]
-    except KeyError:
-        raise ValueError(f"unknown metric {metric!r}. Fix: use one of {sorted(METRICS)}.") from None
+def _score_block(
+    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: ScoreOptions
+) -> tuple[np.ndarray, int]:
+    """Scores ``[M, Q]`` of every head against every pattern on one sentence.
 
-
-# ----------------------------------------------------------------------------- tensor metrics
-
-
-def _log_base(base: float) -> float:
-    if not (base > 0 and base != 1):
-        raise ValueError(f"base must be positive and not 1, got {base!r}")
-    return math.log(base)
-
-
-def jsd(a: Any, p: Any, *, base: float = 2.0, axis: int = -1) -> Any:
-    """Jensen–Shannon distance between distributions along ``axis`` (lower is better).
-
-    ``sqrt(JSD)`` with ``JSD = H(m) − (H(a) + H(p)) / 2``, ``m = (a + p) / 2``, logs in ``base``.
-    Base 2 (default) puts it in [0, 1]; ``base=math.e`` gives the natural-log numbers of earlier
-    notebooks (at most ``sqrt(ln 2) ≈ 0.833``). Rounding is clamped to the exact range
-    (divergence in [0, ln 2]), so identical rows give exactly 0 and disjoint ones exactly the
-    maximum. Inputs are renormalised along ``axis`` like
-    `scipy.spatial.distance.jensenshannon`; a slice summing to zero gives NaN, NaN propagates.
-
-    Args:
-        a, p: non-negative numpy arrays or torch tensors, broadcastable (``[..., n]``).
-        base: logarithm base.
-        axis: the distribution axis.
-
-    Returns:
-        The distances, shaped like the inputs without ``axis`` (a tensor for tensor inputs).
-
-    Example:
-        >>> float(jsd(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
-        1.0
+    ``A [M, n, n]`` attention (float64), ``P [Q, n, n]`` patterns (normalised, or raw for
+    raw-weight metrics), ``mass [Q, n]`` the rows each pattern predicts itself. Also returns how
+    many attention rows had no mass on the kept keys (left out by the documented rule).
     """
-    scale = _log_base(base)
-    if isinstance(a, torch.Tensor) or isinstance(p, torch.Tensor):
-        at = torch.as_tensor(a, dtype=torch.float64)
-        pt = torch.as_tensor(p, dtype=torch.float64, device=at.device)
-        if (at < 0).any() or (pt < 0).any():
-            raise ValueError("jsd needs non-negative inputs (attention or pattern weights)")
-        at = at / at.sum(dim=axis, keepdim=True)
-        pt = pt / pt.sum(dim=axis, keepdim=True)
-        m = (at + pt) / 2
-        div = (torch.special.xlogy(at, at) + torch.special.xlogy(pt, pt)) / 2
-        div = (div - torch.special.xlogy(m, m)).sum(dim=axis).clamp(0.0, _LN2)
-        return (div / scale).sqrt()
-    an = np.asarray(a, dtype=np.float64)
-    pn = np.asarray(p, dtype=np.float64)
-    if (an < 0).any() or (pn < 0).any():
-        raise ValueError("jsd needs non-negative inputs (attention or pattern weights)")
+    spec = get_metric(opt.metric)
+    if spec.block is not None:
+        return spec.block(A, P, mass, opt)
+    # row metrics: renormalise both sides over the kept keys
+    keep = opt.keep(A.shape[-1])
+    att = A if keep is None else A * keep
+    pat = P if keep is None else P * keep
+    att, att_ok = _normalise_rows(att)
+    pat, pat_ok = _normalise_rows(pat)
+    if spec.scored_rows_only or opt.rows == "scored":
+        pat_ok = pat_ok & mass
+    values = spec.rows(att, pat, opt)
+    weight = att_ok[:, None, :] & pat_ok[None, :, :]
+    count = weight.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        an = an / an.sum(axis=axis, keepdims=True)
-        pn = pn / pn.sum(axis=axis, keepdims=True)
-        m = (an + pn) / 2
-        div = (xlogy(an, an) + xlogy(pn, pn)) / 2 - xlogy(m, m)
-        return np.sqrt(np.clip(div.sum(axis=axis), 0.0, _LN2) / scale)
-
-
-def sae(a: Any, p: Any, *, axis: int = -1) -> Any:
-    """Sum of absolute errors along ``axis`` (lower is better; in [0, 2] for distributions).
-
-    Inputs are used as given (no renormalisation); NaN propagates.
-    """
-    if isinstance(a, torch.Tensor) or isinstance(p, torch.Tensor):
-        return (torch.as_tensor(a) - torch.as_tensor(p)).abs().sum(dim=axis)
-    return np.abs(np.asarray(a, dtype=np.float64) - np.asarray(p, dtype=np.float64)).sum(axis=axis)
-
-
-def mae(a: Any, p: Any, *, axis: int = -1) -> Any:
-    """Mean absolute error along ``axis`` (`sae` divided by the axis length; lower is better)."""
-    n = (a if hasattr(a, "shape") else np.asarray(a)).shape[axis]
-    return sae(a, p, axis=axis) / n
-
-
-def _keep_cells(n: int, exclude_bos: bool, exclude_current_token: bool) -> np.ndarray | None:
-    if not (exclude_bos or exclude_current_token):
-        return None
-    keep = np.ones((n, n), dtype=bool)
-    if exclude_bos:
-        keep[:, 0] = False
-    if exclude_current_token:
-        np.fill_diagonal(keep, False)
-    return keep
-
-
-def mul_score(
-    attention: Any,
-    detection: Any,
-    *,
-    exclude_bos: bool = False,
-    exclude_current_token: bool = False,
-) -> np.ndarray:
-    """TransformerLens ``mul`` score (higher is better): ``Σ a·d / Σ a`` over a ``[n, n]`` matrix.
-
-    With a 0/1 detection pattern it is the share of the head's attention on the predicted cells.
-    ``exclude_bos`` zeroes attention to key 0, ``exclude_current_token`` the diagonal, before both
-    sums (as TransformerLens does). ``attention`` may carry leading axes ``[..., n, n]``.
-    """
-    att = np.array(attention, dtype=np.float64)
-    det = np.asarray(detection, dtype=np.float64)
-    keep = _keep_cells(att.shape[-1], exclude_bos, exclude_current_token)
-    if keep is not None:
-        att = att * keep
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (att * det).sum(axis=(-2, -1)) / att.sum(axis=(-2, -1))
-
-
-def abs_score(
-    attention: Any,
-    detection: Any,
-    *,
-    exclude_bos: bool = False,
-    exclude_current_token: bool = False,
-    decimals: int | None = None,
-) -> np.ndarray:
-    """TransformerLens ``abs`` score (higher is better): ``1 − Σ|a − d| / n`` over ``[n, n]``.
-
-    Excluded cells (key 0, the diagonal) contribute no difference; the sum is still divided by
-    ``n``. ``decimals=3`` rounds the error term as TransformerLens does (taken to float32 first,
-    the precision it computes in); default unrounded.
-    """
-    att = np.asarray(attention, dtype=np.float64)
-    diff = np.abs(att - np.asarray(detection, dtype=np.float64))
-    keep = _keep_cells(att.shape[-1], exclude_bos, exclude_current_token)
-    if keep is not None:
-        diff = diff * keep
-    err = diff.sum(axis=(-2, -1)) / att.shape[-1]
-    return 1.0 - _round_like_tl(err, decimals)
-
-
-def _round_like_tl(err: np.ndarray, decimals: int | None) -> np.ndarray:
-    """Round as TransformerLens does: it computes the error in float32, then rounds."""
-    if decimals is None:
-        return err
-    return np.round(np.asarray(err).astype(np.float32).astype(np.float64), decimals)
-
-
-def argmax_accuracy(a: Any, p: Any, *, axis: int = -1) -> np.ndarray:
-    """Per row: 1.0 when the attention maximum falls on a predicted key (``p > 0``), else 0.0.
-
-    Clark et al. (2019)'s accuracy for dependency patterns (higher is better). Ties count as hits
-    when any maximal key is predicted. Rows where ``p`` has no mass give NaN (not predicted).
-    """
-    an = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
-    pn = np.moveaxis(np.asarray(p, dtype=np.float64), axis, -1)
-    an, pn = np.broadcast_arrays(an, pn)
-    support = pn > 0
-    best = np.where(support, an, -np.inf).max(axis=-1)
-    hit = (best >= an.max(axis=-1)).astype(np.float64)
-    return np.where(support.any(axis=-1), hit, np.nan)
-
-
-# ----------------------------------------------------------------------------- the engine
+        scores = (values * weight).sum(axis=-1) / count
+    return np.where(count > 0, scores, np.nan), int((~att_ok).sum())
 
 
 def _normalise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,124 +101,8 @@ def _normalise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x / np.where(sums > 0, sums, 1.0), mass
 
 
-def _pattern_blocks(nz_pattern: np.ndarray, n_heads: int, n_patterns: int) -> Iterator[slice]:
-    """Slices of the non-zero list, whole patterns per slice, ≤ `_CHUNK_ELEMENTS` heads × cells."""
-    bounds = np.searchsorted(nz_pattern, np.arange(n_patterns + 1))
-    per_block = max(1, _CHUNK_ELEMENTS // max(n_heads, 1))
-    start = 0
-    for q in range(1, n_patterns + 1):
-        if bounds[q] - bounds[start] > per_block and q - 1 > start:
-            yield slice(int(bounds[start]), int(bounds[q - 1]))
-            start = q - 1
-    yield slice(int(bounds[start]), int(bounds[n_patterns]))
-
-
-def _row_values(A: np.ndarray, P: np.ndarray, metric: str) -> np.ndarray:
-    """Per-row comparison of every head with every pattern: ``[M, Q, n]``.
-
-    ``A [M, n, n]`` and ``P [Q, n, n]`` are float64. For ``jsd`` the rows of both must sum to 1
-    (or be empty); the result is the natural-log JS *divergence* (not yet the distance). For
-    ``sae``/``abs`` it is ``Σ_k |a − p|``; for ``argmax_accuracy`` 1.0 where the row's maximum falls
-    in the pattern's support. Only the pattern's non-zero cells are visited.
-    """
-    M, n, _ = A.shape
-    Q = P.shape[0]
-    flat = A.reshape(M, n * n)
-    if metric == "jsd":
-        # off the support, m = a/2 and the row contributes (ln 2)/2 · Σa in total
-        base_rows = 0.5 * _LN2 * A.sum(axis=-1)
-        a_log_a = xlogy(flat, flat)
-    elif metric in ("sae", "abs"):
-        base_rows = A.sum(axis=-1)
-    else:  # argmax_accuracy
-        base_rows = np.zeros((M, n))
-        row_max = A.max(axis=-1)
-    out = np.broadcast_to(base_rows[:, None, :], (M, Q, n)).copy().reshape(M, Q * n)
-    qi, r, c = np.nonzero(P)
-    if qi.size == 0:
-        return out.reshape(M, Q, n)
-    cells = r * n + c
-    segments = qi * n + r  # which (pattern, row) each non-zero cell belongs to; sorted
-    weights = P[qi, r, c]
-    for block in _pattern_blocks(qi, M, Q):
-        seg = segments[block]
-        if seg.size == 0:
-            continue
-        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
-        a = flat[:, cells[block]]  # [M, nnz]
-        p = weights[block]
-        if metric == "jsd":
-            m = 0.5 * (a + p)
-            terms = 0.5 * a_log_a[:, cells[block]] + 0.5 * xlogy(p, p) - xlogy(m, m)
-            terms -= (0.5 * _LN2) * a
-            out[:, seg[starts]] += np.add.reduceat(terms, starts, axis=1)
-        elif metric in ("sae", "abs"):
-            out[:, seg[starts]] += np.add.reduceat(np.abs(a - p) - a, starts, axis=1)
-        else:
-            best = np.maximum.reduceat(a, starts, axis=1)
-            rows = seg[starts] % n
-            out[:, seg[starts]] = (best >= row_max[:, rows]).astype(np.float64)
-    return out.reshape(M, Q, n)
-
-
-@dataclass
-class _Options:
-    metric: str
-    rows: str
-    base: float
-    exclude_bos: bool
-    exclude_current_token: bool
-    decimals: int | None
-
-
-def _score_block(
-    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: _Options
-) -> tuple[np.ndarray, int]:
-    """Scores ``[M, Q]`` of every head against every pattern on one sentence.
-
-    ``A [M, n, n]`` attention (float64), ``P [Q, n, n]`` patterns (normalised, or raw for
-    ``mul``/``abs``), ``mass [Q, n]`` the rows each pattern predicts itself. Also returns how many
-    attention rows had no mass on the kept keys (left out by the documented rule).
-    """
-    M, n, _ = A.shape
-    keep = _keep_cells(n, opt.exclude_bos, opt.exclude_current_token)
-    use_rows = np.ones_like(mass) if opt.rows == "all" else mass
-    if opt.metric == "mul":
-        att = A if keep is None else A * keep
-        num = att.reshape(M, n * n) @ P.reshape(len(P), n * n).T
-        den = att.sum(axis=-1) @ use_rows.T.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return num / den, 0
-    if opt.metric == "abs":
-        att = A if keep is None else A * keep
-        pat = P if keep is None else P * keep
-        totals = _row_values(att, pat, "abs")  # Σ_k |a − p| over kept keys, [M, Q, n]
-        err = (totals * use_rows[None]).sum(axis=-1) / np.maximum(use_rows.sum(axis=-1), 1)
-        err = _round_like_tl(err, opt.decimals)
-        return np.where(use_rows.any(axis=-1)[None], 1.0 - err, np.nan), 0
-
-    # distribution metrics: renormalise both sides over the kept keys
-    att = A if keep is None else A * keep
-    pat = P if keep is None else P * keep
-    att, att_ok = _normalise_rows(att)
-    pat, pat_ok = _normalise_rows(pat)
-    if opt.metric == "argmax_accuracy" or opt.rows == "scored":
-        pat_ok = pat_ok & mass
-    values = _row_values(att, pat, "sae" if opt.metric == "mae" else opt.metric)
-    if opt.metric == "jsd":
-        values = np.sqrt(np.clip(values, 0.0, _LN2) / _log_base(opt.base))
-    elif opt.metric == "mae":
-        n_keys = n if keep is None else keep.sum(axis=-1)  # [n] keys per row
-        values = values / n_keys
-    weight = att_ok[:, None, :] & pat_ok[None, :, :]
-    count = weight.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = (values * weight).sum(axis=-1) / count
-    return np.where(count > 0, scores, np.nan), int((~att_ok).sum())
-
-
 def _score_unique(
-    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: _Options
+    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: ScoreOptions
 ) -> tuple[np.ndarray, int]:
     """`_score_block` on the distinct predictions only, copied back to every pattern.
 
@@ -434,7 +149,7 @@ def score_pair(
         >>> score_pair(rec.head(2, 3), predict("previous_token", ctx)[0])
         0.41...
     """
-    higher_is_better(metric)
+    get_metric(metric)
     A = np.asarray(attention, dtype=np.float64)
     P = np.asarray(predicted, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or P.shape != A.shape:
@@ -444,7 +159,7 @@ def score_pair(
     if not (np.isfinite(A).all() and np.isfinite(P).all()):
         raise ValueError("score_pair got NaN or infinite values; check the attention/prediction")
     mass = P.sum(axis=-1) > 0 if has_mass is None else np.asarray(has_mass, dtype=bool)
-    opt = _Options(metric, rows, base, exclude_bos, exclude_current_token, decimals)
+    opt = ScoreOptions(metric, rows, base, exclude_bos, exclude_current_token, decimals)
     scores, _ = _score_block(A[None], P[None], mass[None], opt)
     return float(scores[0, 0])
 
@@ -604,19 +319,18 @@ def score_heads(
         >>> df = score_heads(extract(load_model("minilm"), load_sentences("story")))
         >>> df.sort_values("mean").head(3)   # the best-fitting (head, pattern) pairs by JSD
     """
-    better = higher_is_better(metric)
+    spec = get_metric(metric)
     if level not in ("token", "word"):
         raise ValueError(f"level must be 'token' or 'word', got {level!r}")
     if rows not in ("all", "scored"):
         raise ValueError(f"rows must be 'all' or 'scored', got {rows!r}")
-    if metric == "jsd":
-        _log_base(base)
+    _log_base(base)
     pats = resolve_patterns(patterns)
     if not pats:
         raise ValueError("no patterns to score. Fix: pass pattern names or leave patterns=None.")
-    raw = metric in _RAW_METRICS
+    raw = spec.raw
     need_parse = level == "word" or any(p.needs_parse for p in pats)
-    opt = _Options(metric, rows, base, exclude_bos, exclude_current_token, decimals)
+    opt = ScoreOptions(metric, rows, base, exclude_bos, exclude_current_token, decimals)
 
     accs: dict[str, _Accumulator] = {}
     dropped = 0
@@ -672,9 +386,9 @@ def score_heads(
     df.attrs.update(
         {
             "metric": metric,
-            "higher_is_better": better,
+            "higher_is_better": spec.higher_is_better,
             "level": level,
-            "rows": "scored" if metric == "argmax_accuracy" else rows,
+            "rows": "scored" if spec.scored_rows_only else rows,
             "base": base,
             "exclude_bos": exclude_bos,
             "exclude_current_token": exclude_current_token,
