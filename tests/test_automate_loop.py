@@ -139,15 +139,27 @@ def test_resume_skips_finished_heads(run, minilm):
     again = automate_heads(minilm, HEADS, **kwargs)
     pd.testing.assert_frame_equal(again, df)
     assert {h: p.stat().st_mtime_ns for h, p in results.items()} == stamps
-    # an interrupted head (no result.json yet) is redone; the finished one is not
+    # a head killed after its decision was journalled is completed from the journal: the same
+    # result, and the library untouched (its entry already holds this head's op id)
+    index_before = lib.index_file.read_text()
     results[HEADS[1]].unlink()
+    replayed = automate_heads(minilm, HEADS, **kwargs)
+    pd.testing.assert_frame_equal(replayed, df)
+    assert lib.index_file.read_text() == index_before
+    assert results[HEADS[0]].stat().st_mtime_ns == stamps[HEADS[0]]
+    # a head interrupted before its decision (no journal) is redone; the finished one is not
+    results[HEADS[1]].unlink()
+    (results[HEADS[1]].parent / "decision.json").unlink()
     redone = automate_heads(minilm, HEADS, **kwargs)
     assert results[HEADS[0]].stat().st_mtime_ns == stamps[HEADS[0]]
     assert results[HEADS[1]].is_file()
     assert redone.loc[1, "heldout_score"] == pytest.approx(df.loc[1, "heldout_score"])
-    # the re-found program matches its own library entry, which it cannot beat by the margin
+    # the re-found program matches its own library entry, which it cannot beat by the margin;
+    # the entry already stands for this head, so it is not merged into itself
     assert redone.loc[1, "status"] == "validated"
     assert redone.loc[1, "library_name"] == df.loc[1, "library_entry"]
+    own = UserLibrary(lib.path).get(df.loc[1, "library_entry"])
+    assert [(h["layer"], h["head"]) for h in own.heads] == [HEADS[1]]
     with pytest.raises(ValueError, match="holds a run with another heldout_sha"):
         automate_heads(minilm, HEADS, **{**kwargs, "heldout": load("heldout")[:10]})
 
