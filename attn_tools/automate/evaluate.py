@@ -155,8 +155,11 @@ class HeadScorer:
             zip(self.attention, self.predictions(pattern), self.contexts)
         ):
             att = att.astype(np.float64)
-            values = np.asarray(self.spec.paired(att, pred, opt), dtype=np.float64)
-            badness = self.spec.signed(values)  # larger is worse
+            if self.spec.paired is not None:
+                values = np.asarray(self.spec.paired(att, pred, opt), dtype=np.float64)
+                badness = self.spec.signed(values)  # larger is worse
+            else:  # a registered metric without a per-row form: rank rows by JS distance
+                values = badness = np.asarray(jsd(att, pred, axis=-1), dtype=np.float64)
             labels = ctx.token_texts
             for q in np.argsort(-badness)[:top]:
                 item = Disagreement(
