@@ -55,7 +55,17 @@ from attn_tools.scoring import (
 )
 from attn_tools.text import pooling_matrices
 
-__all__ = ["best_fit", "consistency", "linear_fit", "top_heads", "with_shuffled"]
+__all__ = [
+    "MIN_COVERAGE",
+    "MIN_ROWS",
+    "MIN_SENTENCES",
+    "best_fit",
+    "consistency",
+    "linear_fit",
+    "supported",
+    "top_heads",
+    "with_shuffled",
+]
 
 Baseline = Literal["uniform", "shuffled"]
 HEAD_KEYS = ["model", "layer", "head"]
@@ -65,11 +75,21 @@ BEST_FIT_COLUMNS = (
 )  # fmt: skip
 
 
+#: defaults of the support rule (see `supported`); every function that uses it takes overrides.
+MIN_SENTENCES = 5
+MIN_ROWS = 20
+MIN_COVERAGE = 0.5
+_SUPPORT_COLUMNS = ("rows", "coverage", "n_rows", "support_sentences")
+
+
 def _metric_of(scores: pd.DataFrame) -> str:
-    missing = {"model", "layer", "head", "pattern", "metric", "mean"} - set(scores.columns)
+    needed = {"model", "layer", "head", "pattern", "metric", "mean", *_SUPPORT_COLUMNS}
+    missing = needed - set(scores.columns)
     if missing:
         raise ValueError(
-            f"the score table lacks columns {sorted(missing)}. Fix: pass score_heads(...)'s output."
+            f"the score table lacks columns {sorted(missing)}; without them a pattern's support "
+            "cannot be checked and labels would silently change. Fix: pass score_heads(...)'s "
+            "output (its CSV/Parquet keeps these columns), or re-score an older table."
         )
     metrics = scores["metric"].unique()
     if len(metrics) != 1:
@@ -78,6 +98,42 @@ def _metric_of(scores: pd.DataFrame) -> str:
             "Fix: scores[scores.metric == 'jsd']."
         )
     return str(metrics[0])
+
+
+def supported(
+    scores: pd.DataFrame,
+    *,
+    min_sentences: int = MIN_SENTENCES,
+    min_rows: int = MIN_ROWS,
+    min_coverage: float = MIN_COVERAGE,
+) -> pd.Series:
+    """Which rows of a score table have a pattern with enough support to name a head after it.
+
+    The one support rule, used by `best_fit`, `top_heads`, the command line and the figures. A
+    (model, pattern) is supported when it predicts something itself in at least
+    ``min_sentences`` sentences and on at least ``min_rows`` query rows; on a table averaged over
+    all rows (``rows == "all"``) it must also predict at least ``min_coverage`` of the rows,
+    because on the others it predicts only the self fallback and its score would mostly measure
+    that (``next_token`` on a decoder predicts nothing; ``dep(amod)`` only adjective rows: score
+    those with ``rows="scored"``). The inputs are the table's own columns (``rows``,
+    ``coverage``, ``n_rows``, ``support_sentences``), so a CSV or Parquet round trip or a
+    ``pd.concat`` of several models gives the same answer.
+
+    Returns:
+        A bool Series aligned with ``scores``.
+    """
+    _metric_of(scores)
+    if min_sentences < 0 or min_rows < 0:
+        raise ValueError("min_sentences and min_rows must be non-negative")
+    if not 0.0 <= min_coverage <= 1.0:
+        raise ValueError(f"min_coverage must be within [0, 1], got {min_coverage}")
+    ok = (
+        (scores["support_sentences"] >= min_sentences)
+        & (scores["n_rows"] >= min_rows)
+        & (scores["coverage"] > 0)
+    )
+    on_all_rows = scores["rows"].astype(str) == "all"
+    return ok & (~on_all_rows | (scores["coverage"] >= min_coverage))
 
 
 def _is_baseline(names: pd.Series) -> pd.Series:
@@ -101,10 +157,16 @@ def _rule_text(
     margin: float,
     tie: float,
     min_coverage: float = 0.0,
+    min_sentences: int = 0,
+    min_rows: int = 0,
 ) -> str:
     """The labelling rule in one line, for captions (``best_fit(...).attrs["rule"]``)."""
     hib = get_metric(metric).higher_is_better
-    among = f" (of patterns predicting ≥ {min_coverage:.0%} of rows)" if min_coverage > 0 else ""
+    needs = [f"≥ {min_coverage:.0%} of rows"] if min_coverage > 0 else []
+    needs += (
+        [f"≥ {min_rows} rows in ≥ {min_sentences} sentences"] if min_rows or min_sentences else []
+    )
+    among = f" (of patterns predicting {' and '.join(needs)})" if needs else ""
     best = f"label = pattern with the {'highest' if hib else 'lowest'} {metric}{among}"
     tests = []
     if baseline == "uniform":
@@ -152,7 +214,9 @@ def best_fit(
     baseline: Baseline | None = "uniform",
     margin: float = 0.05,
     tie_tolerance: float = 0.01,
-    min_coverage: float = 0.5,
+    min_coverage: float = MIN_COVERAGE,
+    min_sentences: int = MIN_SENTENCES,
+    min_rows: int = MIN_ROWS,
 ) -> pd.DataFrame:
     """The best-fitting pattern of every head, with a "no pattern" verdict (see module docstring).
 
@@ -163,8 +227,9 @@ def best_fit(
             (the ``shuffled(<pattern>)`` rows must be: score `with_shuffled` patterns) or None.
         margin: how much better than the baseline the best pattern must be.
         tie_tolerance: patterns within this of the best are listed in ``tied``.
-        min_coverage: for tables scored on all rows, the share of rows a pattern must predict
-            itself to be a candidate (0 admits every pattern that predicts any row).
+        min_coverage, min_sentences, min_rows: the support rule (`supported`): a pattern is a
+            candidate only where it predicts rows itself in enough sentences, on enough rows and
+            (on tables averaged over all rows) on enough of the rows.
 
     Returns:
         One row per (model, layer, head): ``model, layer, head, best_pattern, best_score, label,
@@ -194,19 +259,12 @@ def best_fit(
     df = scores[[*HEAD_KEYS, "pattern", "mean"]].copy()
     df["signed"] = -df["mean"] if hib else df["mean"]  # lower is better from here on
 
-    candidates = df[~_is_baseline(df["pattern"]) & np.isfinite(df["mean"])]
+    support = supported(
+        scores, min_sentences=min_sentences, min_rows=min_rows, min_coverage=min_coverage
+    )
+    candidates = df[~_is_baseline(df["pattern"]) & np.isfinite(df["mean"]) & support]
     if baseline == "uniform":
         candidates = candidates[candidates["pattern"] != "uniform"]
-    if not 0.0 <= min_coverage <= 1.0:
-        raise ValueError(f"min_coverage must be within [0, 1], got {min_coverage}")
-    coverage = scores.attrs.get("coverage") or {}
-    if coverage:
-        floor = min_coverage if scores.attrs.get("rows", "all") == "all" else 0.0
-        covered = [
-            (c := coverage.get(m, {}).get(p, 1.0)) > 0 and c >= floor
-            for m, p in zip(candidates["model"], candidates["pattern"])
-        ]
-        candidates = candidates[np.asarray(covered, dtype=bool)]
     candidates, aliases = _merge_aliases(candidates)
     if not np.isfinite(df["mean"]).any():
         raise ValueError("no pattern has a score for any head; nothing to choose from")
@@ -272,13 +330,17 @@ def best_fit(
     result.attrs = {
         "aliases": aliases,
         "min_coverage": min_coverage,
+        "min_sentences": min_sentences,
+        "min_rows": min_rows,
         "rule": _rule_text(
             metric,
             baseline,
             threshold,
             margin,
             tie_tolerance,
-            min_coverage if scores.attrs.get("rows", "all") == "all" and coverage else 0.0,
+            min_coverage if (scores["rows"].astype(str) == "all").any() else 0.0,
+            min_sentences,
+            min_rows,
         ),
         "metric": metric,
         "baseline": baseline,
@@ -289,13 +351,29 @@ def best_fit(
     return result
 
 
-def top_heads(scores: pd.DataFrame, pattern: str | Pattern, k: int = 3) -> pd.DataFrame:
+def top_heads(
+    scores: pd.DataFrame,
+    pattern: str | Pattern,
+    k: int = 3,
+    *,
+    margin: float = 0.05,
+    min_coverage: float = MIN_COVERAGE,
+    min_sentences: int = MIN_SENTENCES,
+    min_rows: int = MIN_ROWS,
+) -> pd.DataFrame:
     """The ``k`` heads that fit ``pattern`` best, per model, best first (with a ``rank`` column).
+
+    A model on which the pattern lacks support (`supported`: it predicts too few rows itself,
+    e.g. ``punctuation`` on a decoder, where every row falls back to self) gets no rows: its
+    "best" heads would be the best *self* heads. The ``fits`` column says whether the head beats
+    its own ``uniform`` score by ``margin`` (the baseline `best_fit` uses); it is missing
+    (``<NA>``) where the table has no ``uniform`` row or the metric scores raw weights.
 
     Example:
         >>> top_heads(score_heads(records), "previous_token", k=5)
     """
     metric = _metric_of(scores)
+    spec = get_metric(metric)
     name = pattern.name if isinstance(pattern, Pattern) else str(pattern)
     sub = scores[scores["pattern"] == name]
     if sub.empty:
@@ -305,12 +383,20 @@ def top_heads(scores: pd.DataFrame, pattern: str | Pattern, k: int = 3) -> pd.Da
         )
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    sub = sub[np.isfinite(sub["mean"])]
+    ok = supported(sub, min_sentences=min_sentences, min_rows=min_rows, min_coverage=min_coverage)
+    sub = sub[ok & np.isfinite(sub["mean"])]
     ordered = sub.sort_values(
-        ["model", "mean"], ascending=[True, get_metric(metric).sort_ascending], kind="stable"
+        ["model", "mean"], ascending=[True, spec.sort_ascending], kind="stable"
     )
     top = ordered.groupby("model", sort=False).head(k).copy()
     top["rank"] = top.groupby("model").cumcount() + 1
+    uniform = scores[scores["pattern"] == "uniform"].set_index(HEAD_KEYS)["mean"]
+    if spec.raw or uniform.empty or top.empty:
+        top["fits"] = pd.NA
+    else:
+        base = uniform.reindex(pd.MultiIndex.from_frame(top[HEAD_KEYS])).to_numpy()
+        gain = spec.signed(base) - spec.signed(top["mean"].to_numpy())
+        top["fits"] = pd.array(np.where(np.isfinite(base), gain >= margin, False), dtype="boolean")
     return top.reset_index(drop=True)
 
 

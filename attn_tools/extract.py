@@ -22,12 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attn_tools._cache import atomic_path, cache_dir, hash_key
+from attn_tools._cache import CacheWarning, cache_dir, hash_key, slot_is_usable, write_or_warn
+from attn_tools.data import check_unicode
 from attn_tools.models import ModelBundle, ModelKind
 
-__all__ = ["CACHE_VERSION", "SentenceAttention", "extract", "iter_extract"]
+__all__ = [
+    "CACHE_VERSION",
+    "SentenceAttention",
+    "check_record",
+    "check_records",
+    "extract",
+    "iter_extract",
+]
 
-CACHE_VERSION = 1
+# 2: entries record the model fingerprint and the settings they were made with
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +103,67 @@ class SentenceAttention:
         )
 
 
+def check_record(index: int, record: object) -> SentenceAttention:
+    """Return ``record`` if it is a well-formed `SentenceAttention`; else raise, naming ``index``.
+
+    Raises:
+        TypeError: the record is not a `SentenceAttention` (a string, a dict, an array, ...).
+        ValueError: its attention is not ``[L, H, n, n]`` for its ``n`` tokens.
+    """
+    if not isinstance(record, SentenceAttention):
+        raise TypeError(
+            f"record {index} is {type(record).__name__} ({record!r:.60}), not a "
+            "SentenceAttention. Fix: pass SentenceAttention records from extract(), e.g. "
+            "extract(load_model('minilm'), sentences)."
+        )
+    att = record.attention
+    n = record.n_tokens
+    if not isinstance(att, np.ndarray) or att.ndim != 4 or att.shape[2:] != (n, n):
+        shape = getattr(att, "shape", None)
+        raise ValueError(
+            f"record {index} ({record.text[:40]!r}) has attention of shape {shape}, not "
+            f"[layers, heads, {n}, {n}] for its {n} tokens. Fix: pass records from extract() "
+            "unchanged."
+        )
+    return record
+
+
+def check_records(records: object) -> Iterable[SentenceAttention]:
+    """Validate what an analysis was given as records; errors name the bad record's index.
+
+    A sequence (list, tuple) is checked completely now and returned as it is; any other iterable
+    (a generator from `iter_extract`) is returned wrapped, checking each record as it is read,
+    so streaming stays streaming.
+
+    Raises:
+        TypeError: ``records`` is None, a string, a single record, or holds a non-record.
+        ValueError: a sequence with no records, or a record whose attention has a wrong shape.
+
+    Example:
+        >>> check_records(["The cat sat."])
+        Traceback (most recent call last):
+        TypeError: record 0 is str ('The cat sat.'), not a SentenceAttention. Fix: ...
+    """
+    if isinstance(records, SentenceAttention):
+        raise TypeError(
+            "records is a single SentenceAttention, not a list of them. Fix: wrap it in a list, "
+            "[record]."
+        )
+    if records is None or isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
+        raise TypeError(
+            f"records is {type(records).__name__} ({records!r:.60}), not a list of "
+            "SentenceAttention. Fix: pass SentenceAttention records from extract(), e.g. "
+            "extract(load_model('minilm'), sentences)."
+        )
+    if isinstance(records, Sequence):
+        if len(records) == 0:
+            raise ValueError("records is empty. Fix: extract at least one sentence first.")
+        for index, record in enumerate(records):
+            check_record(index, record)
+        return records
+    return (check_record(index, record) for index, record in enumerate(records))
+
+
 # ----------------------------------------------------------------------------- tokenising
 
 
@@ -118,6 +188,7 @@ def _check_sentence(index: int, text: object) -> str:
             f"sentence {index} is empty or whitespace only ({text!r}). "
             "Fix: drop empty lines before extracting."
         )
+    check_unicode(index, text)
     return text
 
 
@@ -179,65 +250,110 @@ def _cache_file(root: Path, bundle: ModelBundle, text: str, settings: dict) -> P
     return root / "attention" / bundle.fingerprint / key[:2] / f"{key}.npz"
 
 
-def _save(path: Path, rec: SentenceAttention) -> None:
+def _save(path: Path, rec: SentenceAttention, fingerprint: str, settings: dict) -> None:
+    # What made the entry travels with it: a file copied or renamed to another key is caught.
     meta = {
+        "version": CACHE_VERSION,
+        "fingerprint": fingerprint,
+        "settings": settings,
         "text": rec.text,
         "tokens": list(rec.tokens),
         "model": rec.model,
         "kind": rec.kind,
         "truncated": rec.truncated,
-        "version": CACHE_VERSION,
     }
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            attention=rec.attention,
-            token_ids=np.asarray(rec.token_ids, dtype=np.int64),
-            offsets=np.asarray(rec.offsets, dtype=np.int64).reshape(-1, 2),
-            special_mask=rec.special_mask,
-            meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-        )
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                attention=rec.attention,
+                token_ids=np.asarray(rec.token_ids, dtype=np.int64),
+                offsets=np.asarray(rec.offsets, dtype=np.int64).reshape(-1, 2),
+                special_mask=rec.special_mask,
+                meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+            )
+
+    write_or_warn(path, write, "attention", suffix=".npz")
 
 
-def _load(path: Path, text: str, shape: tuple[int, int]) -> SentenceAttention | None:
-    """Read a cached record; None if absent. A damaged file is reported, deleted and recomputed."""
+class _Stale(ValueError):
+    """The entry is intact but was made by another model, setting or format version."""
+
+
+def _read_entry(
+    path: Path, enc: _Encoded, bundle: ModelBundle, settings: dict
+) -> SentenceAttention:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+        att = z["attention"]
+        ids = tuple(int(i) for i in z["token_ids"])
+        offsets = tuple((int(s), int(e)) for s, e in z["offsets"])
+        special = z["special_mask"]
+    if not isinstance(meta, dict):
+        raise ValueError("its metadata is not a JSON object")
+    made_with = {
+        "format version": (meta.get("version"), CACHE_VERSION),
+        "model fingerprint": (meta.get("fingerprint"), bundle.fingerprint),
+        "settings": (meta.get("settings"), settings),
+    }
+    for what, (got, want) in made_with.items():
+        if got != want:
+            raise _Stale(f"it was made with {what} {got!r}, not {want!r}")
+    if meta.get("text") != enc.text:
+        raise ValueError("it holds another sentence")
+    # The tokenisation is recomputed anyway (cheap); the entry must agree with it exactly.
+    if ids != tuple(enc.ids) or offsets != tuple(enc.offsets):
+        raise ValueError("its token ids or offsets differ from the tokenizer's")
+    n = len(ids)
+    tokens = meta.get("tokens")
+    if not (
+        isinstance(tokens, list) and len(tokens) == n and all(isinstance(t, str) for t in tokens)
+    ):
+        raise ValueError("its token strings are missing or do not match the token ids")
+    if special.dtype != np.bool_ or special.tolist() != enc.special:
+        raise ValueError("its special-token mask differs from the tokenizer's")
+    if meta.get("truncated") is not enc.truncated or meta.get("kind") != bundle.kind:
+        raise ValueError("its truncation flag or model kind is wrong")
+    if att.dtype != np.float32 or att.shape != (bundle.n_layers, bundle.n_heads, n, n):
+        raise ValueError(f"its attention has dtype {att.dtype} and shape {att.shape}")
+    if not (np.isfinite(att).all() and (att >= 0).all()):
+        raise ValueError("its attention holds negative or non-finite values")
+    # 2e-2 leaves room for models run in bfloat16 (8-bit mantissa); damage is far larger
+    if np.abs(att.sum(-1) - 1.0).max(initial=0.0) > 2e-2:
+        raise ValueError("its attention rows do not sum to 1")
+    return SentenceAttention(
+        text=enc.text,
+        tokens=tuple(tokens),
+        token_ids=ids,
+        offsets=offsets,
+        special_mask=special.astype(bool),
+        attention=att,
+        model=str(meta.get("model", bundle.name)),
+        kind=bundle.kind,
+        truncated=enc.truncated,
+    )
+
+
+def _load(
+    path: Path, enc: _Encoded, bundle: ModelBundle, settings: dict
+) -> SentenceAttention | None:
+    """Read a cached record; None if absent. A bad or stale file is reported, deleted, recomputed."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-            att = z["attention"]
-            ids = tuple(int(i) for i in z["token_ids"])
-            offsets = tuple((int(s), int(e)) for s, e in z["offsets"])
-            special = z["special_mask"].astype(bool)
-        n = len(ids)
-        ok = (
-            meta.get("text") == text
-            and meta.get("version") == CACHE_VERSION
-            and att.dtype == np.float32
-            and att.shape == (*shape, n, n)
-            and len(offsets) == n == len(meta["tokens"]) == special.shape[0]
-            and bool(np.isfinite(att).all())
-        )
-        if not ok:
-            raise ValueError("contents do not match the sentence and model")
-    except Exception as exc:
-        warnings.warn(
-            f"attention cache file {path} is corrupt ({exc}); recomputing it.", stacklevel=4
-        )
-        path.unlink(missing_ok=True)
-        return None
-    return SentenceAttention(
-        text=text,
-        tokens=tuple(meta["tokens"]),
-        token_ids=ids,
-        offsets=offsets,
-        special_mask=special,
-        attention=att,
-        model=meta["model"],
-        kind=meta["kind"],
-        truncated=bool(meta["truncated"]),
+        return _read_entry(path, enc, bundle, settings)
+    except _Stale as exc:
+        problem = f"is stale ({exc})"
+    except Exception as exc:  # any damage at all means: do not trust it
+        problem = f"is corrupt ({exc})"
+    warnings.warn(
+        f"attention cache file {path} for sentence {enc.index} {problem}; recomputing it.",
+        CacheWarning,
+        stacklevel=4,
     )
+    path.unlink(missing_ok=True)
+    return None
 
 
 # ----------------------------------------------------------------------------- forward
@@ -275,6 +391,35 @@ def _forward(bundle: ModelBundle, batch: Sequence[_Encoded]) -> list[np.ndarray]
     ]
 
 
+def _check_inputs(bundle: object, sentences: object) -> None:
+    if not isinstance(bundle, ModelBundle):
+        hint = f"load_model({bundle!r})" if isinstance(bundle, str) else "load_model('minilm')"
+        raise TypeError(
+            f"bundle is {type(bundle).__name__} ({bundle!r:.60}), not a ModelBundle. "
+            f"Fix: bundle = {hint}, then extract(bundle, sentences)."
+        )
+    if sentences is None or not isinstance(sentences, Iterable) or isinstance(sentences, bytes):
+        raise TypeError(
+            f"sentences is {type(sentences).__name__} ({sentences!r:.60}), not a list of strings. "
+            "Fix: pass a list of strings, e.g. load_sentences('story')."
+        )
+
+
+def _resolve_root(cache: bool | str | Path) -> Path | None:
+    if not cache:
+        return None
+    root = cache_dir() if cache is True else Path(cache).expanduser()
+    if root.exists() and not root.is_dir():
+        warnings.warn(
+            f"attention cache folder {root} is a file; computing without the cache. "
+            "Fix: pass cache= a folder, or cache=False.",
+            CacheWarning,
+            stacklevel=4,
+        )
+        return None
+    return root
+
+
 def iter_extract(
     bundle: ModelBundle,
     sentences: Iterable[str],
@@ -297,13 +442,24 @@ def iter_extract(
         sentences: any iterable of strings (a list, a file reader, a generator).
         batch_size: sentences per forward pass.
         cache: True for the default cache folder, a path for another, False to skip caching.
+            An entry records the model fingerprint and the settings below; one made otherwise,
+            or damaged, is reported (`CacheWarning`) and recomputed.
         max_length: cut inputs to this many tokens (default and upper bound: the model's context).
         prepend_bos: decoders only; default True (prepend BOS unless the tokenizer adds it).
         progress: show a tqdm bar (it renders in notebooks too).
         max_attention_bytes: refuse a sentence whose float32 ``[L, H, n, n]`` attention would
             exceed this (default 4 GiB) with an error that names it, instead of running out of
             memory (SmolLM2 reaches 4 GiB at about 2,000 tokens).
+
+    Raises:
+        TypeError: ``bundle`` is not a `ModelBundle` or ``sentences`` is not an iterable of
+            strings (raised at the call, before any sentence is read).
+        ValueError: a bad argument, or a sentence that is empty or not valid Unicode (raised when
+            the stream reaches it, naming its index).
     """
+    _check_inputs(bundle, sentences)
+    if isinstance(sentences, str):
+        sentences = [sentences]  # one sentence, not one per character
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     limit = bundle.max_length if max_length is None else min(int(max_length), bundle.max_length)
@@ -311,10 +467,23 @@ def iter_extract(
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
     use_bos = bundle.kind == "causal" if prepend_bos is None else bool(prepend_bos)
     settings = {"max_length": limit, "prepend_bos": use_bos}
-    root = None
-    if cache:
-        root = cache_dir() if cache is True else Path(cache).expanduser()
-    shape = (bundle.n_layers, bundle.n_heads)
+    root = _resolve_root(cache)
+    return _stream(
+        bundle, sentences, batch_size, root, limit, use_bos, settings, progress, max_attention_bytes
+    )
+
+
+def _stream(
+    bundle: ModelBundle,
+    sentences: Iterable[str],
+    batch_size: int,
+    root: Path | None,
+    limit: int,
+    use_bos: bool,
+    settings: dict,
+    progress: bool,
+    max_attention_bytes: int,
+) -> Iterator[SentenceAttention]:
     total = len(sentences) if isinstance(sentences, Sequence) else None
     bar = None
     if progress:
@@ -331,16 +500,18 @@ def iter_extract(
                 break
             done: dict[int, SentenceAttention] = {}
             todo: list[_Encoded] = []
+            writable: dict[int, Path] = {}
             for index, text in chunk:
+                enc = _encode(bundle, index, text, limit, use_bos)
                 rec = None
-                path = None
                 if root is not None:
                     path = _cache_file(root, bundle, text, settings)
-                    rec = _load(path, text, shape)
+                    if slot_is_usable(path, "attention", stacklevel=4):
+                        rec = _load(path, enc, bundle, settings)
+                        writable[index] = path
                 if rec is not None:
                     done[index] = rec
                 else:
-                    enc = _encode(bundle, index, text, limit, use_bos)
                     _check_size(bundle, enc, max_attention_bytes)
                     todo.append(enc)
             todo.sort(key=lambda e: len(e.ids))
@@ -358,8 +529,8 @@ def iter_extract(
                         kind=bundle.kind,
                         truncated=enc.truncated,
                     )
-                    if root is not None:
-                        _save(_cache_file(root, bundle, enc.text, settings), rec)
+                    if enc.index in writable:
+                        _save(writable[enc.index], rec, bundle.fingerprint, settings)
                     done[enc.index] = rec
             for index, _ in chunk:
                 yield done.pop(index)

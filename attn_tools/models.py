@@ -13,10 +13,12 @@ dequantised once and cached as safetensors, so later loads take well under a sec
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from attn_tools._cache import cache_dir
+from attn_tools._cache import CacheWarning, cache_dir, file_sha256
 
 ModelKind = Literal["encoder", "causal"]
 
@@ -213,31 +215,64 @@ def list_models() -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- loading
 
 
+MODEL_CACHE_VERSION = 2  # 2: the folder holds a manifest with a sha256 of every file
+_MANIFEST = "attn_tools_manifest.json"
+
+
 def _dequantised_cache(pack: OfflinePack, gguf_path: Path) -> Path:
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{pack.distribution}:{pack.version}:{stat.st_size}".encode()).hexdigest()
+    key = hashlib.sha256(
+        f"{MODEL_CACHE_VERSION}:{pack.distribution}:{pack.version}:{stat.st_size}".encode()
+    ).hexdigest()
     return cache_dir() / "models" / f"{pack.alias}-{key[:12]}"
 
 
-def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None):
-    """Dequantise a GGUF model once and keep it as safetensors; later loads read those."""
+def _manifest(folder: Path, pack: OfflinePack, gguf_path: Path) -> dict[str, Any]:
+    files = sorted(p for p in folder.iterdir() if p.name != _MANIFEST)
+    return {
+        "version": MODEL_CACHE_VERSION,
+        "made_from": f"{pack.distribution}=={pack.version}:{gguf_path.name}",
+        "gguf_size": gguf_path.stat().st_size,
+        "files": {p.name: file_sha256(p) for p in files},
+    }
+
+
+def _cache_problem(target: Path, pack: OfflinePack, gguf_path: Path) -> str | None:
+    """Why the dequantised folder cannot be trusted, or None when every checksum matches.
+
+    Every file is hashed on each load (about 0.7 s for SmolLM2's 0.5 GB): a flipped byte in the
+    weights would otherwise give a model that loads fine and is silently wrong.
+    """
+    try:
+        recorded = json.loads((target / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its manifest is missing or unreadable ({exc})"
+    expected = {
+        "version": MODEL_CACHE_VERSION,
+        "made_from": f"{pack.distribution}=={pack.version}:{gguf_path.name}",
+        "gguf_size": gguf_path.stat().st_size,
+    }
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("files"), dict):
+        return "its manifest is not a JSON object with a files table"
+    for key, want in expected.items():
+        if recorded.get(key) != want:
+            return f"it was made with {key} {recorded.get(key)!r}, not {want!r}"
+    present = {p.name for p in target.iterdir() if p.name != _MANIFEST}
+    if present != set(recorded["files"]) or "model.safetensors" not in present:
+        return f"it holds the files {sorted(present)}, not {sorted(recorded['files'])}"
+    for name, digest in recorded["files"].items():
+        path = target / name
+        if not path.is_file():
+            return f"{name} is not a regular file"
+        if file_sha256(path) != digest:
+            return f"the checksum of {name} differs from the one recorded when it was made"
+    return None
+
+
+def _dequantise(pack: OfflinePack, folder: Path, into: Path) -> None:
+    """Read the GGUF model, dequantise it to float32 and save it as safetensors into ``into``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_path = folder / (pack.gguf_file or "")
-    target = _dequantised_cache(pack, gguf_path)
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        try:
-            return _from_pretrained(str(target), pack.kind, dtype)
-        except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            warnings.warn(
-                f"cached dequantised model {target} failed to load ({exc}); rebuilding it",
-                stacklevel=3,
-            )
-            shutil.rmtree(target, ignore_errors=True)
-    print(
-        f"attn_tools: dequantising {gguf_path.name} once (about 20 s); cached in {target}",
-        file=sys.stderr,
-    )
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=pack.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file=pack.gguf_file, attn_implementation="eager", dtype=torch.float32
@@ -247,12 +282,56 @@ def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model.save_pretrained(into)
+    tokenizer.save_pretrained(into)
+
+
+def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None):
+    """Dequantise a GGUF model once and keep it as safetensors; later loads read those.
+
+    The cache folder carries a manifest (format version, source pack, sha256 of every file);
+    a folder whose manifest or checksums do not match is reported and rebuilt. Something that
+    is not a folder at the cache path is left alone: the model is built in a temporary folder.
+    """
+    gguf_path = folder / (pack.gguf_file or "")
+    target = _dequantised_cache(pack, gguf_path)
+    if target.exists() and not target.is_dir():
+        warnings.warn(
+            f"the dequantised model cache path {target} is not a folder; loading {pack.alias!r} "
+            "without the cache (about 20 s each time). Fix: move that file away.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        with tempfile.TemporaryDirectory(prefix="attn_tools_model_") as tmp:
+            _dequantise(pack, folder, Path(tmp))
+            return _from_pretrained(tmp, pack.kind, dtype)
+    if target.is_dir():
+        problem = _cache_problem(target, pack, gguf_path)
+        if problem is None:
+            try:
+                return _from_pretrained(str(target), pack.kind, dtype)
+            except Exception as exc:  # a damaged cache is rebuilt, never trusted
+                problem = f"it failed to load ({exc})"
+        warnings.warn(
+            f"cached dequantised model {target} cannot be trusted: {problem}; rebuilding it",
+            CacheWarning,
+            stacklevel=3,
+        )
+        shutil.rmtree(target, ignore_errors=True)
+    print(
+        f"attn_tools: dequantising {gguf_path.name} once (about 20 s); cached in {target}",
+        file=sys.stderr,
+    )
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_ensure_dir(target.parent)))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    try:
+        _dequantise(pack, folder, staging)
+        manifest = _manifest(staging, pack, gguf_path)
+        (staging / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return _from_pretrained(str(target), pack.kind, dtype)
 
 
@@ -418,15 +497,124 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
+def _refuse_unlikely_name(source: str) -> None:
+    """Fail at once for a name that is neither a folder, a hub id, nor anything but an alias typo.
+
+    Without this, ``"minilmm"`` goes to the hub, which retries for about 25 s before failing
+    offline, and ``" minilm"`` fails with the hub's rules for repository names.
+    """
+    if Path(source).expanduser().exists():
+        return
+    aliases = ", ".join(sorted(ALIASES))
+    key = source.strip().lower()
+    close = difflib.get_close_matches(key, list(ALIASES), n=1, cutoff=0.75)
+    if key in ALIASES:
+        raise ModelLoadError(
+            f"model name {source!r} has spaces around it. Fix: load_model({key!r})."
+        )
+    if close and "/" not in source:
+        raise ModelLoadError(
+            f"unknown model {source!r}: did you mean the offline alias {close[0]!r}? "
+            f"Fix: load_model({close[0]!r}). (The aliases are {aliases}; a Hugging Face id is "
+            "tried on the hub only when it does not look like a misspelt alias.)"
+        )
+    first = Path(source).expanduser().parts[0] if source.strip() else ""
+    looks_like_path = (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or ("/" in source and Path(first).is_dir())  # "models/x" where ./models exists
+    )
+    if looks_like_path:
+        raise ModelLoadError(
+            f"no model folder at {source!r} (looked in {Path(source).expanduser().absolute()}). "
+            "Fix: check the path."
+        )
+    if not _HUB_ID.fullmatch(source):
+        raise ModelLoadError(
+            f"{source!r} is not an alias ({aliases}), not an existing folder, and not a valid "
+            "Hugging Face id (letters, digits, '-', '_', '.', at most one '/'; no spaces). "
+            "Fix: check the name or the path."
+        )
+
+
+def _check_folder(folder: Path) -> None:
+    """Say exactly what a local model folder lacks, before transformers reports it obliquely."""
+    config = folder / "config.json"
+    if not config.is_file():
+        ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+        hint = (
+            f" It holds GGUF files ({', '.join(ggufs)}): transformers reads those with "
+            "from_pretrained(folder, gguf_file=...), then save_pretrained() to a folder."
+            if ggufs
+            else ""
+        )
+        raise ModelLoadError(
+            f"model folder {str(folder)!r} has no config.json.{hint} Fix: pass a folder written "
+            "by save_pretrained() (config.json, weights and tokenizer files)."
+        )
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ModelLoadError(
+            f"config.json in {str(folder)!r} is broken: not valid JSON{where} ({exc}). "
+            "Fix: restore it from the model's source, or save the model again with "
+            "save_pretrained()."
+        ) from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise ModelLoadError(
+            f"config.json in {str(folder)!r} is broken: it has no 'model_type', so transformers "
+            "cannot tell which architecture it describes. Fix: restore it from the model's "
+            "source, or save the model again with save_pretrained()."
+        )
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES) and not any(
+        folder.glob("*.safetensors")
+    ):
+        raise ModelLoadError(
+            f"model folder {str(folder)!r} has config.json but no weights (none of "
+            f"{', '.join(_WEIGHT_FILES)}). Fix: copy the weight files next to config.json, or "
+            "save the model with save_pretrained()."
+        )
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"model folder {str(folder)!r} has no tokenizer files (none of "
+            f"{', '.join(_TOKENIZER_FILES)}). Fix: save the tokenizer there too, "
+            "tokenizer.save_pretrained(folder)."
+        )
+
+
 def _load_any(source: str, dtype: torch.dtype | None):
+    _refuse_unlikely_name(source)
     local = Path(source).expanduser()
     if local.exists() and not local.is_dir():
         raise ModelLoadError(
             f"{source!r} is a file, not a model folder. Fix: pass the folder that holds "
             "config.json (for a GGUF file, pass its folder and use an alias or transformers)."
         )
+    if local.is_dir():
+        _check_folder(local)
+        try:
+            return _from_pretrained(str(local), None, dtype)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # the folder passed the checks above, so its files are bad
+            raise ModelLoadError(
+                f"the model folder {source!r} could not be loaded: {type(exc).__name__}: "
+                f"{str(exc)[:300]}. Fix: check that its weight and tokenizer files are complete "
+                "(save it again with save_pretrained())."
+            ) from exc
     try:
-        return _from_pretrained(str(local) if local.is_dir() else source, None, dtype)
+        return _from_pretrained(source, None, dtype)
     except ModelLoadError:
         raise
     except OSError as exc:

@@ -19,7 +19,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from attn_tools._cache import atomic_path, cache_dir, hash_key
+from attn_tools._cache import CacheWarning, cache_dir, hash_key, slot_is_usable, write_or_warn
+from attn_tools.data import check_unicode
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -99,11 +100,92 @@ def _doc_to_parse(doc: Any, pipeline: str) -> Parse:
     return Parse(text=doc.text, words=words, pipeline=pipeline)
 
 
-def _parse_path(pipeline: str, version: str, text: str):
-    key = hash_key("parse", pipeline, version, text)
+PARSE_CACHE_VERSION = 2  # 2: entries record what made them and are validated on read
+
+_WORD_TYPES: dict[str, type] = {
+    "text": str,
+    "start": int,
+    "end": int,
+    "pos": str,
+    "tag": str,
+    "dep": str,
+    "head": int,
+    "lemma": str,
+    "is_punct": bool,
+}
+
+
+def _parse_path(pipeline: str, version: str, text: str) -> Path:
+    key = hash_key("parse", PARSE_CACHE_VERSION, pipeline, version, text)
     # a pipeline may be a path: name the folder after it, never join the path itself
     folder = f"{Path(pipeline).name}-{hash_key(pipeline)[:8]}"
     return cache_dir() / "parses" / folder / key[:2] / f"{key}.json"
+
+
+def _check_word(i: int, raw: object, text: str, n_words: int, prev_end: int) -> Word:
+    if not isinstance(raw, dict) or set(raw) != set(_WORD_TYPES):
+        raise ValueError(f"word {i} is not an object with the fields {sorted(_WORD_TYPES)}")
+    for name, kind in _WORD_TYPES.items():
+        value = raw[name]
+        # bool is an int subclass: a start of True must not pass as 1
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(
+                f"word {i} field {name!r} is {type(value).__name__}, not {kind.__name__}"
+            )
+    word = Word(**raw)
+    if not (prev_end <= word.start < word.end <= len(text)):
+        raise ValueError(
+            f"word {i} spans {word.start}..{word.end}, outside the text or overlapping word {i - 1}"
+        )
+    if text[word.start : word.end] != word.text:
+        raise ValueError(f"word {i} ({word.text!r}) is not the text at its span")
+    if not 0 <= word.head < n_words:
+        raise ValueError(f"word {i} has head {word.head}, outside 0..{n_words - 1}")
+    return word
+
+
+def _read_parse(path: Path, text: str, pipeline: str, version: str) -> Parse:
+    """Read and validate one cache entry; any problem raises ValueError saying what it is."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError("it is not a JSON object")
+    made_with = {
+        "format version": (raw.get("version"), PARSE_CACHE_VERSION),
+        "pipeline": (raw.get("pipeline"), pipeline),
+        "pipeline version": (raw.get("pipeline_version"), version),
+    }
+    for what, (got, want) in made_with.items():
+        if got != want:
+            raise ValueError(f"it was made with {what} {got!r}, not {want!r}")
+    if raw.get("text") != text:
+        raise ValueError("it holds another text")
+    words_raw = raw.get("words")
+    if not isinstance(words_raw, list):
+        raise ValueError("its words are not a list")
+    if text.strip() and not words_raw:
+        raise ValueError("it has no words for a non-empty text")
+    words, prev_end = [], 0
+    for i, w in enumerate(words_raw):
+        word = _check_word(i, w, text, len(words_raw), prev_end)
+        words.append(word)
+        prev_end = word.end
+    return Parse(text=text, words=tuple(words), pipeline=pipeline)
+
+
+def _write_parse(path: Path, p: Parse, pipeline: str, version: str) -> None:
+    payload = {
+        "version": PARSE_CACHE_VERSION,
+        "pipeline": pipeline,
+        "pipeline_version": version,
+        "text": p.text,
+        "words": [asdict(w) for w in p.words],
+    }
+    write_or_warn(
+        path,
+        lambda tmp: tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8"),
+        "parse",
+        suffix=".json",
+    )
 
 
 def parse(
@@ -115,41 +197,53 @@ def parse(
 ) -> list[Parse]:
     """Parse sentences with spaCy (``nlp.pipe``), reading and writing a disk cache.
 
-    Returns one `Parse` per sentence, in order. A single string is one sentence.
+    Returns one `Parse` per sentence, in order. A single string is one sentence. A cache entry
+    records the pipeline, its version and a format version, and is validated when read (word
+    spans inside the text and in order, heads in range, field types, words for a non-empty
+    text); one that fails is reported (`CacheWarning`) and re-parsed.
     """
+    if sentences is None or isinstance(sentences, bytes) or not isinstance(sentences, Iterable):
+        raise TypeError(
+            f"sentences is {type(sentences).__name__} ({sentences!r:.60}), not a list of strings. "
+            "Fix: pass a list of strings."
+        )
     texts = [sentences] if isinstance(sentences, str) else list(sentences)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"sentence {i} is {type(t).__name__}, not a string: {t!r}")
+            raise TypeError(
+                f"sentence {i} is {type(t).__name__}, not a string: {t!r:.60}. "
+                "Fix: pass a list of strings."
+            )
+        check_unicode(i, t)
     nlp = _nlp(pipeline)
     version = str(nlp.meta.get("version", ""))
     out: list[Parse | None] = [None] * len(texts)
     missing: list[int] = []
+    writable: dict[int, Path] = {}
     for i, text in enumerate(texts):
         if cache:
             path = _parse_path(pipeline, version, text)
-            if path.is_file():
-                try:
-                    raw = json.loads(path.read_text(encoding="utf-8"))
-                    words = tuple(Word(**w) for w in raw["words"])
-                    if raw["text"] == text:
-                        out[i] = Parse(text=text, words=words, pipeline=pipeline)
+            if slot_is_usable(path, "parse"):
+                writable[i] = path
+                if path.is_file():
+                    try:
+                        out[i] = _read_parse(path, text, pipeline, version)
                         continue
-                except Exception as exc:
-                    warnings.warn(
-                        f"parse cache {path} is corrupt ({exc}); re-parsing", stacklevel=2
-                    )
+                    except Exception as exc:  # never trust a damaged entry
+                        warnings.warn(
+                            f"parse cache {path} for sentence {i} is corrupt ({exc}); re-parsing",
+                            CacheWarning,
+                            stacklevel=2,
+                        )
+                        path.unlink(missing_ok=True)
         missing.append(i)
     if missing:
         docs = nlp.pipe([texts[i] for i in missing], batch_size=batch_size)
         for i, doc in zip(missing, docs):
             p = _doc_to_parse(doc, pipeline)
             out[i] = p
-            if cache:
-                path = _parse_path(pipeline, version, texts[i])
-                payload = {"text": p.text, "words": [asdict(w) for w in p.words]}
-                with atomic_path(path, suffix=".json") as tmp:
-                    tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+            if i in writable:
+                _write_parse(writable[i], p, pipeline, version)
     return [p for p in out if p is not None]
 
 

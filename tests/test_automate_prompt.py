@@ -84,19 +84,34 @@ A pattern is a Python function `def pattern(ctx):` that returns where each token
 - This is a causal (decoder) model: token q can only attend to keys k <= q, so every
   entry above the diagonal must be 0 (use np.tril).
 What `ctx` offers:
-- ctx.n: number of tokens; ctx.tokens: the model's token strings; ctx.token_texts: the text each
-  token covers; ctx.token_ids; ctx.offsets: (start, end) characters; ctx.text: the sentence.
+- ctx.text: the sentence.
+- ctx.tokens: the model's token strings.
+- ctx.token_ids: the token ids.
+- ctx.offsets: (start, end) characters of each token in ctx.text.
 - ctx.special_mask: bool array [n], True for special tokens ([CLS], [SEP], BOS, ...).
-- ctx.punct_mask: bool array [n], True for punctuation tokens.
-- ctx.kind: "encoder" or "causal"; ctx.causal: True for causal (decoder) models.
-- ctx.words: spaCy words, each with .text .pos .tag .dep .head (index of its head word) .lemma
-  .is_punct; ctx.word_attr("pos") gives one attribute of every word as an array.
-- ctx.token_word: int array [n], the word of each token (-1 for special tokens);
-  ctx.token_pos / ctx.token_dep: the POS tag / dependency label of each token's word ("" for
-  special tokens); ctx.alignment.token_words / ctx.alignment.word_tokens: index tuples.
-- ctx.words_to_tokens(m): expand a word-level [w, w] matrix to tokens [n, n].
-- ctx.builtin("name"): the normalised [n, n] prediction of a library pattern, e.g.
-  ctx.builtin("previous_token"); the name must be a string literal.
+- ctx.kind: "encoder" or "causal".
+- ctx.words: spaCy words, each with .text .start .end .pos .tag .dep .head (index of its head
+  word; a root points to itself) .lemma .is_punct.
+- ctx.alignment: alignment.token_words[t]: the word indices of token t;
+  alignment.word_tokens[w]: the token indices of word w; alignment.units: (tokens, words)
+  groups.
+- ctx.n: number of tokens.
+- ctx.causal: True for causal (decoder) models.
+- ctx.token_word: int array [n], the first word of each token (-1 for special tokens).
+- ctx.token_pos: the POS tag of each token's word ("" for special tokens).
+- ctx.token_dep: the dependency label of each token's word ("" for special tokens).
+- ctx.token_is_punct: bool array [n], True where spaCy marks the token's word as punctuation.
+- ctx.stripped_tokens: token strings without tokenizer markers (##, Ġ, ▁).
+- ctx.token_texts: the text each token covers (special tokens keep their name).
+- ctx.punct_mask: bool array [n], True for tokens whose text is all punctuation.
+- ctx.word_attr(name): One attribute of every word as an array [w], e.g. ctx.word_attr("pos").
+- ctx.words_to_tokens(word_matrix): Expand a word-level [w, w] matrix to tokens [n, n]: every
+  piece of a word gets the word's row, attention to a word is spread over its pieces; special
+  tokens get zeros.
+- ctx.builtin(name, fallback): The normalised [n, n] prediction of a library pattern, e.g.
+  ctx.builtin("previous_token"); with fallback=False the rows it does not predict are zero. The
+  name must be a string literal.
+- ctx.fallback(): The rule for rows with no mass: attend to self ([n, n] identity).
 
 # Worked examples from the pattern library
 ## two_back: Each token attends to the token two places before it.

@@ -9,8 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from attn_tools.automate import _child
 from attn_tools.automate.sandbox import check_program, contexts_of, run_program
+from attn_tools.automate.sandbox import child as _child
+from attn_tools.automate.sandbox.runner import TRUNCATED
 from attn_tools.patterns import predict
 
 FAST = {"cpu_seconds": 1.0, "timeout": 8.0, "memory_mb": 256}
@@ -138,7 +139,7 @@ def test_hardening_blocks_files_sockets_and_processes(tmp_path):
         spec = importlib.util.spec_from_file_location("child", {str(_child.__file__)!r})
         child = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(child)
-        child._harden(2.0, 256)
+        child.harden(2.0, 256)
         results = []
         for attempt in (
             lambda: open({str(target)!r}, "w"),
@@ -232,7 +233,9 @@ def test_printing_is_captured_and_truncated(minilm_ctx):
         _prog("for i in range(20000):\n    print('x' * 50)\nreturn np.eye(ctx.n)"), minilm_ctx[:1]
     )
     assert res.ok
-    assert len(res.printed) <= _child.MAX_PRINTED_CHARS
+    assert res.printed.endswith(TRUNCATED)
+    assert len(res.printed) == _child.MAX_PRINTED_CHARS + len(TRUNCATED)
+    assert res.printed.startswith("x" * 50 + "\n")
 
 
 def test_to_dict_is_json_ready(minilm_ctx):

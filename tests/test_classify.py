@@ -23,7 +23,8 @@ from attn_tools.scoring import score_heads
 def _table(values: dict[int, dict[str, float]], metric: str = "jsd") -> pd.DataFrame:
     rows = [
         {"model": "m", "layer": 0, "head": h, "pattern": p, "metric": metric, "mean": v,
-         "std": 0.0, "n_sentences": 0 if np.isnan(v) else 10}
+         "std": 0.0, "n_sentences": 0 if np.isnan(v) else 10, "rows": "all", "level": "token",
+         "drop_keys": "none", "coverage": 1.0, "n_rows": 100, "support_sentences": 10}
         for h, scores in values.items()
         for p, v in scores.items()
     ]  # fmt: skip
@@ -55,14 +56,16 @@ def test_best_fit_uniform_baseline_on_a_hand_table():
     assert by.loc[1, "tied"] == ("A", "B") and by.loc[0, "tied"] == ("A",)
     assert (by["rule"] == "baseline").all() and by["threshold"].isna().all()
     assert fit.attrs["rule"] == (
-        "label = pattern with the lowest jsd if it beats the head's uniform-pattern jsd by "
-        "≥ 0.05; else 'none'; ties within 0.01 listed"
+        "label = pattern with the lowest jsd (of patterns predicting ≥ 50% of rows and ≥ 20 "
+        "rows in ≥ 5 sentences) if it beats the head's uniform-pattern jsd by ≥ 0.05; else "
+        "'none'; ties within 0.01 listed"
     )
-    assert best_fit(_table(HAND), threshold=0.25, margin=0.1).attrs["rule"] == (
+    no_support_rule = {"min_coverage": 0.0, "min_sentences": 0, "min_rows": 0}
+    assert best_fit(_table(HAND), threshold=0.25, margin=0.1, **no_support_rule).attrs["rule"] == (
         "label = pattern with the lowest jsd if it beats the head's uniform-pattern jsd by "
         "≥ 0.1 and its jsd ≤ 0.25; else 'none'; ties within 0.01 listed"
     )
-    assert best_fit(_table(HAND), baseline=None).attrs["rule"] == (
+    assert best_fit(_table(HAND), baseline=None, **no_support_rule).attrs["rule"] == (
         "label = pattern with the lowest jsd (no cut-off); ties within 0.01 listed"
     )
 
@@ -102,14 +105,27 @@ def test_best_fit_similarity_direction_and_coverage():
     no_base = best_fit(_table(sim, metric="mul"), baseline=None)
     assert list(no_base["best_pattern"]) == ["A", "A", "uniform", "B"]  # uniform is a candidate
     table = _table(HAND)
-    table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.6, "uniform": 1.0}}
+    cover = table["pattern"].map({"A": 0.0, "B": 0.6, "uniform": 1.0}).fillna(1.0)
+    table["coverage"] = cover
     assert list(best_fit(table)["best_pattern"]) == ["B"] * 4  # A never predicts a row
     # B predicts only 40% of rows: on a table averaged over all rows it is mostly the fallback
-    table.attrs["coverage"] = {"m": {"A": 0.0, "B": 0.4, "uniform": 1.0}}
+    table["coverage"] = cover.where(table["pattern"] != "B", 0.4)
     assert list(best_fit(table)["label"]) == ["none"] * 4
     assert list(best_fit(table, min_coverage=0.3)["best_pattern"]) == ["B"] * 4
-    table.attrs["rows"] = "scored"  # fallback rows were not scored: any coverage will do
+    table["rows"] = "scored"  # fallback rows were not scored: any coverage will do
     assert list(best_fit(table)["best_pattern"]) == ["B"] * 4
+    # support: B predicted in too few sentences or on too few rows is no candidate
+    few = table.assign(support_sentences=table["support_sentences"].where(table.pattern != "B", 4))
+    assert list(best_fit(few)["label"]) == ["none"] * 4
+    assert list(best_fit(few, min_sentences=4)["best_pattern"]) == ["B"] * 4
+    thin = table.assign(n_rows=table["n_rows"].where(table.pattern != "B", 19))
+    assert list(best_fit(thin)["label"]) == ["none"] * 4
+    # the table's meaning lives in columns: attrs are not read, and a table without them is refused
+    assert best_fit(table.copy().pipe(lambda t: setattr(t, "attrs", {}) or t)).equals(
+        best_fit(table)
+    )
+    with pytest.raises(ValueError, match=r"lacks columns \['coverage'.*support cannot be checked"):
+        best_fit(table.drop(columns=["coverage"]))
 
 
 def test_identical_patterns_are_merged_as_aliases():
@@ -180,15 +196,21 @@ def test_best_fit_finds_minilms_previous_token_head(mini_scores, minilm_records)
     assert list(top["rank"]) == [1, 2, 3]
     assert (top.loc[0, "layer"], top.loc[0, "head"]) == (0, 2)
     assert top["mean"].is_monotonic_increasing
-    mul = score_heads(minilm_records[:4], ["previous_token_head"], metric="mul")
+    assert top["fits"].all()  # each beats its own uniform score by the margin
+    mul = score_heads(minilm_records[:6], ["previous_token_head"], metric="mul")
     best_mul = top_heads(mul, "previous_token_head", k=1).iloc[0]
+    assert best_mul["fits"] is pd.NA  # raw-weight metric: no uniform baseline
+    # four sentences are below the support minimum (5): no head is named at all
+    few = score_heads(minilm_records[:4], ["previous_token_head"], metric="mul")
+    assert top_heads(few, "previous_token_head").empty
+    assert len(top_heads(few, "previous_token_head", min_sentences=4)) == 3
     assert (best_mul["layer"], best_mul["head"], best_mul["mean"] > 0.9) == (0, 2, True)
     with pytest.raises(ValueError, match="not in the score table"):
         top_heads(mini_scores, "dep(neg)")
 
 
 def test_shuffled_baseline_on_real_heads(minilm_records):
-    recs = minilm_records[:4]
+    recs = minilm_records[:6]
     names = with_shuffled(["previous_token", "first_token"])
     assert names == [
         "previous_token",
@@ -243,9 +265,9 @@ def _mixture_records(records, weights):
 
 
 def test_linear_fit_recovers_a_known_mixture(minilm_records):
-    recs = _mixture_records(minilm_records[:8], {"previous_token": 0.7, "first_token": 0.3})
+    recs = _mixture_records(minilm_records[:12], {"previous_token": 0.7, "first_token": 0.3})
     names = ["previous_token", "first_token", "self", "uniform", "punctuation"]
-    out = linear_fit(recs[:4], recs[4:], names)
+    out = linear_fit(recs[:6], recs[6:], names)  # ≥ 5 sentences each: the support minimum
     assert len(out) == 72
     row = out.iloc[17]
     assert row["weights"] == pytest.approx({"previous_token": 0.7, "first_token": 0.3}, abs=1e-4)
@@ -255,7 +277,7 @@ def test_linear_fit_recovers_a_known_mixture(minilm_records):
     assert row["single_pattern"] == "previous_token"
     assert row["single_eval_score"] > 0.2  # no single pattern explains the mixture
     with pytest.raises(ValueError, match="overlap"):
-        linear_fit(recs[:4], recs[3:], names)
+        linear_fit(recs[:6], recs[5:], names)
     with pytest.raises(ValueError, match="distribution metric"):
         linear_fit(recs[:4], recs[4:], names, metric="mul")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -98,3 +99,109 @@ def test_hf_dataset_without_hub_fails_clearly(monkeypatch):
 
 def test_limit():
     assert load_sentences("story", limit=5) == load_sentences("story")[:5]
+
+
+# ----------------------------------------------------------------------------- encodings
+
+
+@pytest.mark.parametrize(
+    ("codec", "text", "suggested"),
+    [
+        ("latin-1", "Zoë drank a café crème.\nÀ bientôt.\n", "latin-1"),
+        ("cp1252", "\u201cQuoted\u201d \u2013 and Zoë.\nSecond line.\n", "cp1252"),
+        ("utf-16", "Zoë drank a café crème.\nÀ bientôt.\n", "utf-16"),  # with a byte-order mark
+        ("utf-16-le", "Plain ASCII, no mark.\nSecond line.\n", "utf-16-le"),
+        ("utf-16-be", "Plain ASCII, no mark.\nSecond line.\n", "utf-16-be"),
+    ],
+)
+def test_other_encodings_name_the_file_and_the_encoding(tmp_path, codec, text, suggested):
+    path = tmp_path / f"notes-{codec}.txt"
+    path.write_bytes(text.encode(codec))
+    with pytest.raises(ValueError, match=r"notes-.*\.txt.*encoding='" + re.escape(suggested)):
+        load_sentences(path)
+    assert load_sentences(path, encoding=suggested) == text.splitlines()
+
+
+def test_unknown_encoding_name_is_refused(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("Hello.\n")
+    with pytest.raises(ValueError, match=r"unknown encoding 'latin-9x'"):
+        load_sentences(path, encoding="latin-9x")
+
+
+def test_utf8_byte_order_mark_is_dropped(tmp_path):
+    bom = "\ufeff"
+    txt = tmp_path / "bom.txt"
+    txt.write_text(bom + "First line.\nSecond line.\n", encoding="utf-8")
+    assert load_sentences(txt) == ["First line.", "Second line."]
+    csvf = tmp_path / "bom.csv"
+    csvf.write_text(bom + "text,id\nHello there.,1\n", encoding="utf-8")
+    assert load_sentences(csvf) == ["Hello there."]  # the column is "text", not "\ufefftext"
+    jl = tmp_path / "bom.jsonl"
+    jl.write_text(bom + '{"text": "A line."}\n', encoding="utf-8")
+    assert load_sentences(jl) == ["A line."]
+
+
+# ----------------------------------------------------------------------------- JSONL values
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text": 3}', r"s\.jsonl:2: 'text' is int \(3\), not a string"),
+        ('{"text": null}', r"s\.jsonl:2: 'text' is NoneType \(None\), not a string"),
+        ('{"text": ["a", "b"]}', r"s\.jsonl:2: 'text' is list"),
+        ('{"text": {"en": "Hi."}}', r"s\.jsonl:2: 'text' is dict"),
+        ('["text", "Hi."]', r"s\.jsonl:2 is a JSON list, not an object"),
+        ('"Just a string."', r"s\.jsonl:2 is a JSON str, not an object"),
+    ],
+)
+def test_jsonl_values_that_are_not_strings_are_refused(tmp_path, line, message):
+    jl = tmp_path / "s.jsonl"
+    jl.write_text('{"text": "Fine."}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_sentences(jl)
+
+
+def test_lone_surrogate_from_a_file_names_the_file_and_sentence(tmp_path):
+    jl = tmp_path / "emoji.jsonl"
+    jl.write_text('{"text": "Fine."}\n{"text": "Half \\ud83d an emoji."}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"emoji\.jsonl: sentence 1 holds a lone surrogate"):
+        load_sentences(jl)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def test_missing_relative_paths_are_missing_files_not_datasets(tmp_path, monkeypatch):
+    from attn_tools.data import MissingFileError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "data").mkdir()
+    for name in ("data/sentences", "notes.txt", "./corpus", "~/no-such-folder-xyz/a", "a/b/c"):
+        with pytest.raises(MissingFileError, match=rf"no file at '{re.escape(name)}'.*hf:"):
+            load_sentences(name)
+    assert issubclass(MissingFileError, ValueError) and issubclass(MissingFileError, OSError)
+    with pytest.raises(ValueError, match=r"'data' is a folder, not a file"):
+        load_sentences("data")
+    # an owner/name with no such local folder is still a dataset name (here: offline, so it fails)
+    with pytest.raises(ValueError, match=r"Hugging Face dataset .*no local file"):
+        load_sentences("someone/corpus")
+
+
+# ----------------------------------------------------------------------------- paragraphs
+
+
+def test_paragraphs_are_split_by_the_light_sentence_splitter(tmp_path):
+    from attn_tools.data import _splitter
+    from attn_tools.text import DEFAULT_PIPELINE
+
+    source = load_sentences("all")
+    paragraphs = [source[i : i + 4] for i in range(0, len(source) - 3, 4)]
+    big = tmp_path / "book.txt"
+    big.write_text("\n\n".join(" ".join(p) for p in paragraphs) + "\n", encoding="utf-8")
+    # every paragraph's sentences come back exactly, in order
+    assert load_sentences(big, progress=False) == [s for p in paragraphs for s in p]
+    # only the statistical sentence splitter runs: no tagger, parser or entity recogniser
+    assert _splitter(DEFAULT_PIPELINE).pipe_names == ["senter"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
+import json
 import resource
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 import torch
 
 from attn_tools import extract, iter_extract, load_sentences
-from attn_tools._cache import atomic_path
+from attn_tools._cache import CacheWarning, atomic_path
+from attn_tools.extract import check_records
 
 
 @contextlib.contextmanager
@@ -197,3 +200,160 @@ def test_cache_files_live_under_the_model_fingerprint(minilm, tmp_path):
     extract(minilm, ["One short line."], cache=tmp_path, progress=False)
     (path,) = tmp_path.rglob("*.npz")
     assert Path(path).relative_to(tmp_path).parts[:2] == ("attention", minilm.fingerprint)
+
+
+# ----------------------------------------------------------------------------- what made a cache
+
+
+def _default_slot(bundle, root: Path, text: str) -> Path:
+    """The file the default settings read for ``text`` (found by extracting into a scratch root)."""
+    scratch = root / "scratch"
+    extract(bundle, [text], cache=scratch, progress=False)
+    (made,) = scratch.rglob("*.npz")
+    return root / made.relative_to(scratch)
+
+
+def test_file_made_with_other_settings_is_not_served_as_the_default(minilm, tmp_path):
+    """The attack: a max_length=6 entry copied to the default entry's path is rejected."""
+    text = "The baker sold fresh bread to the twins."
+    cache = tmp_path / "cache"
+    fresh = extract(minilm, [text], cache=False, progress=False)[0]
+    with pytest.warns(UserWarning, match="truncated"):
+        extract(minilm, [text], cache=cache, max_length=6, progress=False)
+    (short_file,) = cache.rglob("*.npz")
+    target = cache / _default_slot(minilm, tmp_path, text).relative_to(tmp_path)
+    assert target != short_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(short_file.read_bytes())
+    with (
+        pytest.warns(CacheWarning, match=r"stale .*settings .*'max_length': 6"),
+        _count_forwards(minilm) as calls,
+    ):
+        rec = extract(minilm, [text], cache=cache, progress=False)[0]
+    assert calls == [1]
+    assert not rec.truncated and rec.n_tokens == fresh.n_tokens == 11
+    np.testing.assert_allclose(rec.attention, fresh.attention, atol=1e-6)
+    with _count_forwards(minilm) as calls:  # the slot now holds the right entry
+        extract(minilm, [text], cache=cache, progress=False)
+    assert calls == []
+
+
+def _rewrite_meta(path: Path, **changes) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta"]).decode("utf-8"))
+    meta.update(changes)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fingerprint": "0123456789abcdef"}, r"stale .*model fingerprint '0123456789abcdef'"),
+        ({"version": 1}, r"stale .*format version 1"),
+        ({"settings": {"max_length": 512, "prepend_bos": True}}, r"stale .*'prepend_bos': True"),
+        ({"tokens": ["[CLS]", "x"]}, r"corrupt .*token strings"),
+        ({"truncated": True}, r"corrupt .*truncation flag"),
+    ],
+)
+def test_entry_made_otherwise_is_rejected_and_recomputed(minilm, tmp_path, change, message):
+    text = "A small boat crossed the lake."
+    good = extract(minilm, [text], cache=tmp_path, progress=False)[0]
+    (path,) = tmp_path.rglob("*.npz")
+    _rewrite_meta(path, **change)
+    with pytest.warns(CacheWarning, match=message), _count_forwards(minilm) as calls:
+        again = extract(minilm, [text], cache=tmp_path, progress=False)[0]
+    assert calls == [1]
+    np.testing.assert_allclose(again.attention, good.attention, atol=1e-6)
+
+
+def test_attention_that_is_not_a_distribution_is_rejected(minilm, tmp_path):
+    text = "Rows of attention sum to one."
+    extract(minilm, [text], cache=tmp_path, progress=False)
+    (path,) = tmp_path.rglob("*.npz")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["attention"] = arrays["attention"] * 2  # finite, right shape, wrong meaning
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.warns(CacheWarning, match="rows do not sum to 1"), _count_forwards(minilm) as c:
+        rec = extract(minilm, [text], cache=tmp_path, progress=False)[0]
+    assert c == [1]
+    np.testing.assert_allclose(rec.attention.sum(-1), 1.0, atol=1e-5)
+
+
+def test_folder_at_a_cache_path_is_reported_and_bypassed(minilm, tmp_path):
+    text = "Someone left a folder where the cache file goes."
+    slot = _default_slot(minilm, tmp_path, text)
+    slot.mkdir(parents=True)
+    (slot / "keep.txt").write_text("user data")
+    for _ in range(2):  # never cached, never deleted: reported and computed each time
+        with pytest.warns(CacheWarning, match=r"is a folder; computing without the cache"):
+            rec = extract(minilm, [text], cache=tmp_path, progress=False)[0]
+        assert rec.text == text and rec.attention.shape[:2] == (6, 12)
+    assert (slot / "keep.txt").read_text() == "user data"
+
+
+def test_cache_that_cannot_be_written_loses_nothing(minilm, tmp_path):
+    (tmp_path / "attention").write_text("a file where the attention folder belongs")
+    with pytest.warns(CacheWarning, match="could not write the attention cache"):
+        recs = extract(minilm, ["One.", "Two words."], cache=tmp_path, progress=False)
+    assert [r.text for r in recs] == ["One.", "Two words."]
+    cache_file = tmp_path / "not-a-folder"
+    cache_file.write_text("x")
+    with pytest.warns(CacheWarning, match="is a file; computing without the cache"):
+        (rec,) = extract(minilm, ["Three."], cache=cache_file, progress=False)
+    assert rec.n_tokens == 4
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_none_and_wrong_arguments_get_clear_errors(minilm):
+    with pytest.raises(TypeError, match=r"sentences is NoneType .*Fix: pass a list of strings"):
+        extract(minilm, None)
+    with pytest.raises(TypeError, match=r"sentences is int"):
+        iter_extract(minilm, 5)  # raised at the call, not at the first next()
+    with pytest.raises(TypeError, match=r"bundle is str .*Fix: bundle = load_model\('minilm'\)"):
+        extract("minilm", ["A sentence."])
+    # a lone string is one sentence in both forms, never one per character
+    (rec,) = list(iter_extract(minilm, "Just one.", cache=False, progress=False))
+    assert rec.text == "Just one."
+
+
+def test_lone_surrogate_names_its_sentence(minilm):
+    broken = "An emoji cut in half: \ud83d here."
+    with pytest.raises(
+        ValueError, match=r"sentence 2 holds a lone surrogate '\\ud83d' at character 22"
+    ):
+        extract(minilm, ["Fine.", "Also fine.", broken], cache=False, progress=False)
+
+
+def test_check_records_names_the_bad_record(minilm_records):
+    with pytest.raises(
+        TypeError, match=r"record 0 is str .*Fix: pass SentenceAttention records from extract\(\)"
+    ):
+        check_records(["The cat sat."])
+    with pytest.raises(TypeError, match=r"record 2 is dict"):
+        check_records([*minilm_records[:2], {"text": "x"}])
+    with pytest.raises(TypeError, match="records is NoneType"):
+        check_records(None)
+    with pytest.raises(TypeError, match="records is str"):
+        check_records("The cat sat.")
+    with pytest.raises(TypeError, match=r"single SentenceAttention.*\[record\]"):
+        check_records(minilm_records[0])
+    with pytest.raises(ValueError, match="records is empty"):
+        check_records([])
+    assert check_records(minilm_records) is minilm_records
+    # a generator is checked as it streams: the good records come out before the bad one fails
+    stream = check_records(r for r in [*minilm_records[:3], 7])
+    assert [r.text for r in itertools.islice(stream, 3)] == [r.text for r in minilm_records[:3]]
+    with pytest.raises(TypeError, match="record 3 is int"):
+        next(stream)
+    rec = minilm_records[0]
+    bad = dataclasses.replace(rec, attention=rec.attention[:, :, :-1, :])
+    n = rec.n_tokens
+    with pytest.raises(ValueError, match=rf"record 0 .*shape \(6, 12, {n - 1}, {n}\)"):
+        check_records([bad])

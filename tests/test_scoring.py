@@ -26,6 +26,7 @@ from attn_tools.patterns import (
     resolve_patterns,
 )
 from attn_tools.scoring import (
+    MEANING_COLUMNS,
     SCORE_COLUMNS,
     abs_score,
     argmax_accuracy,
@@ -154,7 +155,7 @@ def smol(smollm2_records):
 def test_score_heads_table_shape_and_columns(mini):
     recs, ctxs = mini
     df = score_heads(recs, FEW, contexts=ctxs)
-    assert tuple(df.columns) == (*SCORE_COLUMNS, "family")
+    assert tuple(df.columns) == (*SCORE_COLUMNS, "family", *MEANING_COLUMNS)
     assert len(df) == 6 * 12 * len(FEW)
     assert set(df["model"]) == {"all-MiniLM-L6-v2"}
     assert (df["n_sentences"] == 4).all()

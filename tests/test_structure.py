@@ -158,3 +158,22 @@ def test_builtin_jsd_spec_matches_scipy():
     want = [jensenshannon(x, y, base=2) for x, y in zip(a, p)]
     np.testing.assert_allclose(got, want, atol=1e-12)
     assert spec.range == (0.0, 1.0) and spec.direction == "lower is better"
+
+
+@pytest.mark.parametrize(
+    ("records", "match"),
+    [
+        (None, "records is NoneType"),
+        ("The cat sat.", "records is str"),
+        (["The cat sat."], r"record 0 is str, not a SentenceAttention.*Fix"),
+        ([1.5], "record 0 is float"),
+    ],
+)
+def test_score_heads_refuses_what_is_not_records(records, match):
+    with pytest.raises(TypeError, match=match):
+        score_heads(records, ["self"])
+
+
+def test_score_heads_refuses_a_single_record(minilm_records):
+    with pytest.raises(TypeError, match=r"single record.*\[record\]"):
+        score_heads(minilm_records[0], ["self"])

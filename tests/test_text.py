@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attn_tools import align, extract, parse, to_word_level
-from attn_tools._cache import cache_dir
+from attn_tools._cache import CacheWarning, cache_dir
 from attn_tools.text import pooling_matrices
 
 
@@ -183,3 +185,85 @@ def test_alignment_properties_on_random_unicode(request, name, text):
     sum_to, mean_from = pooling_matrices(al)
     a = np.full((n, n), 1.0 / n)
     np.testing.assert_allclose((mean_from @ a @ sum_to.T).sum(-1), 1.0)
+
+
+# ----------------------------------------------------------------------------- parse cache
+
+
+def _entry(text: str) -> Path:
+    parse(text)
+    (path,) = [
+        f
+        for f in (cache_dir() / "parses").rglob("*.json")
+        if json.loads(f.read_text("utf-8"))["text"] == text
+    ]
+    return path
+
+
+def _set(path, key, value, word=None):
+    raw = json.loads(path.read_text("utf-8"))
+    target = raw if word is None else raw["words"][word]
+    if value is _DROP:
+        del target[key]
+    else:
+        target[key] = value
+    path.write_text(json.dumps(raw), encoding="utf-8")
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "word", "reason"),
+    [
+        ("end", 999, 0, r"word 0 spans 0\.\.999, outside the text"),
+        ("start", 2, 1, r"word 1 spans 2\.\.7, outside the text or overlapping word 0"),
+        ("head", 50, 1, r"word 1 has head 50, outside 0\.\.8"),
+        ("head", -1, 2, r"word 2 has head -1"),
+        ("words", [], None, "no words for a non-empty text"),
+        ("words", "The dog", None, "words are not a list"),
+        ("start", "0", 0, r"word 0 field 'start' is str, not int"),
+        ("head", True, 3, r"word 3 field 'head' is bool, not int"),
+        ("pos", None, 4, r"word 4 field 'pos' is NoneType, not str"),
+        ("dep", _DROP, 0, r"word 0 is not an object with the fields"),
+        ("text", "Cat", 0, r"word 0 \('Cat'\) is not the text at its span"),
+        ("pipeline_version", "0.0.1", None, r"made with pipeline version '0.0.1'"),
+        ("version", 1, None, "made with format version 1"),
+        ("text", "Some other text.", None, "holds another text"),
+    ],
+)
+def test_hand_corrupted_parse_entry_is_reparsed(key, value, word, reason):
+    text = "The dog chased a ball across the yard."
+    truth = parse(text, cache=False)[0]
+    path = _entry(text)
+    _set(path, key, value, word)
+    with pytest.warns(CacheWarning, match=rf"parse cache .* is corrupt \(.*{reason}"):
+        (p,) = parse(text)
+    assert p == truth
+    # the entry was rewritten and is trusted again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        assert parse(text)[0] == truth
+    # and every later call, with other sentences around it, still works
+    assert [x.text for x in parse(["Birds sing.", text])] == ["Birds sing.", text]
+
+
+def test_folder_at_a_parse_cache_path_is_bypassed():
+    text = "A folder blocks this parse entry."
+    path = _entry(text)
+    path.unlink()
+    path.mkdir()
+    for _ in range(2):
+        with pytest.warns(CacheWarning, match="is a folder; computing without the cache"):
+            (p,) = parse(text)
+        assert [w.text for w in p.words][:2] == ["A", "folder"]
+    assert path.is_dir()
+
+
+def test_parse_bad_input_names_the_sentence():
+    with pytest.raises(ValueError, match=r"sentence 1 holds a lone surrogate"):
+        parse(["Fine.", "Half an emoji \ud83d."])
+    with pytest.raises(TypeError, match=r"sentences is NoneType"):
+        parse(None)
+    with pytest.raises(TypeError, match=r"sentence 0 is int"):
+        parse([3])

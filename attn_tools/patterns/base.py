@@ -26,7 +26,6 @@ Conventions shared by every built-in family:
 from __future__ import annotations
 
 import re
-import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from attn_tools.text import Alignment, Parse, Word, align, parse
+from attn_tools.patterns.context import (
+    MAX_WEIGHT,
+    PatternContext,
+    is_punctuation,
+    set_builtin_resolver,
+)
+from attn_tools.text import Parse, align, parse
 
 __all__ = [
     "REGISTRY",
@@ -61,138 +66,6 @@ class PatternError(ValueError):
     """A pattern returned something that is not a valid prediction, or does not exist."""
 
 
-@dataclass(frozen=True, eq=False)
-class PatternContext:
-    """Everything a pattern may look at for one sentence.
-
-    Attributes:
-        text, tokens, token_ids, offsets, special_mask: as in `SentenceAttention`.
-        kind: ``"encoder"`` or ``"causal"``.
-        words: the spaCy parse (`Word` records: text, pos, dep, head, ...).
-        alignment: token ↔ word alignment (`Alignment`).
-    """
-
-    text: str
-    tokens: tuple[str, ...]
-    token_ids: tuple[int, ...]
-    offsets: tuple[tuple[int, int], ...]
-    special_mask: np.ndarray
-    kind: str
-    words: tuple[Word, ...]
-    alignment: Alignment
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def n(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def causal(self) -> bool:
-        return self.kind == "causal"
-
-    @property
-    def token_word(self) -> np.ndarray:
-        """``[n]`` index of the first word each token belongs to, -1 for special tokens."""
-        if "token_word" not in self._memo:
-            self._memo["token_word"] = np.array(
-                [ws[0] if ws else -1 for ws in self.alignment.token_words], dtype=np.int64
-            )
-        return self._memo["token_word"]
-
-    @property
-    def stripped_tokens(self) -> list[str]:
-        """Token strings without tokenizer markers (``##``, ``Ġ``, ``▁``)."""
-        return [_strip_marker(t) for t in self.tokens]
-
-    @property
-    def token_texts(self) -> list[str]:
-        """The text each token covers (stripped); a special token keeps its name (``[CLS]``).
-
-        Uses the character offsets, so byte-level BPE tokens read as real text (``’`` rather
-        than ``âĢĻ``); falls back to the token string without its marker when a span is empty.
-        """
-        if "token_texts" not in self._memo:
-            out = []
-            for tok, (s, e), special in zip(self.tokens, self.offsets, self.special_mask):
-                piece = "" if special else self.text[s:e].strip()
-                out.append(piece or (tok if special else _strip_marker(tok)))
-            self._memo["token_texts"] = out
-        return self._memo["token_texts"]
-
-    @property
-    def punct_mask(self) -> np.ndarray:
-        """``[n]`` bool: non-special tokens whose text is all punctuation characters."""
-        if "punct_mask" not in self._memo:
-            self._memo["punct_mask"] = np.array(
-                [
-                    (not special) and is_punctuation(t)
-                    for t, special in zip(self.token_texts, self.special_mask)
-                ],
-                dtype=bool,
-            )
-        return self._memo["punct_mask"]
-
-    def _expansion(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows [n, w], spread [w, n])``: token → word membership (a token covering several
-        words averages their rows) and word → its pieces (uniform)."""
-        if "expansion" not in self._memo:
-            w = len(self.words)
-            rows = np.zeros((self.n, w))
-            spread = np.zeros((w, self.n))
-            for word, toks in enumerate(self.alignment.word_tokens):
-                if toks:
-                    spread[word, list(toks)] = 1.0 / len(toks)
-            for t, ws in enumerate(self.alignment.token_words):
-                if ws:
-                    rows[t, list(ws)] = 1.0 / len(ws)
-            self._memo["expansion"] = (rows, spread)
-        return self._memo["expansion"]
-
-    def words_to_tokens(self, word_matrix: np.ndarray) -> np.ndarray:
-        """Expand a word-level ``[w, w]`` matrix to tokens ``[n, n]``.
-
-        Every piece of a word gets the word's row (a token that covers several spaCy words, like
-        ``doesn`` in ``does|n't``, gets the mean of their rows); attention *to* a word is spread
-        evenly over its pieces. Special tokens get zero rows and columns.
-        """
-        w = len(self.words)
-        if word_matrix.shape != (w, w):
-            raise PatternError(
-                f"word matrix has shape {word_matrix.shape}, expected ({w}, {w}) for "
-                f"{self.text[:50]!r}"
-            )
-        rows, spread = self._expansion()
-        return rows @ word_matrix @ spread
-
-    def word_attr(self, name: str) -> np.ndarray:
-        """``[w]`` array of one `Word` attribute (``"pos"``, ``"dep"``, ``"head"``, ...)."""
-        key = ("word_attr", name)
-        if key not in self._memo:
-            self._memo[key] = np.array([getattr(word, name) for word in self.words])
-        return self._memo[key]
-
-    def fallback(self) -> np.ndarray:
-        """The documented rule for rows with no mass: attend to self (``[n, n]`` identity)."""
-        return np.eye(self.n)
-
-
-_MARKERS = ("##", "Ġ", "▁", "Ċ", "ċ")
-
-
-def _strip_marker(token: str) -> str:
-    for m in _MARKERS:
-        if token.startswith(m):
-            return token[len(m) :]
-    return token
-
-
-def is_punctuation(text: str) -> bool:
-    """True when ``text`` (tokenizer markers stripped) is non-empty and every character is
-    Unicode punctuation (category ``P*``: ``. , ; : ! ? ' " ( ) - …``)."""
-    core = _strip_marker(text).strip()
-    return bool(core) and all(unicodedata.category(c).startswith("P") for c in core)
-
-
 @dataclass(frozen=True)
 class Pattern:
     """A named predicted attention pattern.
@@ -204,6 +77,11 @@ class Pattern:
         description: one line saying what each row attends to.
         fn: ``fn(ctx: PatternContext) -> ndarray [n, n]``, non-negative.
         needs_parse: True when ``fn`` reads ``ctx.words`` (spaCy); lets callers skip parsing.
+        color: the colour figures draw it in (``"#rrggbb"``); ``""`` lets a figure derive one
+            from the name, so it is stable across figures without a table keyed by name.
+        phrase: what a token attends to, as words that finish "each token attends to ..."
+            (``"the previous token"``), for readable program-search hypotheses and legends;
+            ``""`` when none was given.
     """
 
     name: str
@@ -211,10 +89,21 @@ class Pattern:
     description: str
     fn: Callable[[PatternContext], np.ndarray] = field(repr=False)
     needs_parse: bool = False
+    color: str = ""
+    phrase: str = ""
+
+    def __post_init__(self) -> None:
+        if self.color and not _COLOR.match(self.color):
+            raise PatternError(
+                f"pattern {self.name!r}: color {self.color!r} is not a '#rrggbb' hex colour. "
+                "Fix: pass e.g. color='#1f77b4', or leave it empty."
+            )
 
     def __call__(self, ctx: PatternContext) -> np.ndarray:
         return predict(self, ctx)[0]
 
+
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 REGISTRY: dict[str, Pattern] = {}
 _FACTORIES: dict[str, tuple[Callable[..., Pattern], str]] = {}
@@ -226,10 +115,12 @@ def pattern(
     family: str,
     description: str | None = None,
     needs_parse: bool = False,
+    color: str = "",
+    phrase: str = "",
     registry: dict[str, Pattern] | None = None,
 ) -> Callable[[Callable[[PatternContext], np.ndarray]], Callable[[PatternContext], np.ndarray]]:
     """Register ``fn(ctx) -> [n, n]`` as a pattern. The description defaults to the docstring's
-    first line.
+    first line; ``color`` and ``phrase`` are the display metadata of `Pattern`.
 
     Example:
         >>> @pattern(name="two_back", family="user")
@@ -241,7 +132,7 @@ def pattern(
 
     def deco(fn: Callable[[PatternContext], np.ndarray]) -> Callable[[PatternContext], np.ndarray]:
         desc = description or (fn.__doc__ or name).strip().splitlines()[0]
-        target[name] = Pattern(name, family, desc, fn, needs_parse)
+        target[name] = Pattern(name, family, desc, fn, needs_parse, color=color, phrase=phrase)
         return fn
 
     return deco
@@ -310,6 +201,14 @@ def list_patterns(family: str | None = None) -> list[Pattern]:
 # ----------------------------------------------------------------------------- contexts
 
 
+def _resolve_builtin(ctx: PatternContext, name: str) -> tuple[np.ndarray, np.ndarray]:
+    return predict(get_pattern(name), ctx)
+
+
+# ``ctx.builtin("name")`` in this process asks the registry (the sandbox child gets prepared ones)
+set_builtin_resolver(_resolve_builtin)
+
+
 def build_context(
     record: Any, parsed: Parse | None = None, *, with_parse: bool = True
 ) -> PatternContext:
@@ -369,7 +268,8 @@ def _raw(p: Pattern, ctx: PatternContext) -> np.ndarray:
 
 
 def _check_values(stack: np.ndarray, patterns: Sequence[Pattern], ctx: PatternContext) -> None:
-    """Finite and non-negative, checked on the whole stack; the first culprit is named."""
+    """Finite, non-negative and at most `MAX_WEIGHT`, checked on the whole stack; the first
+    culprit is named."""
     finite = np.isfinite(stack).all(axis=(1, 2))
     if not finite.all():
         bad = patterns[int(np.argmin(finite))]
@@ -379,6 +279,13 @@ def _check_values(stack: np.ndarray, patterns: Sequence[Pattern], ctx: PatternCo
         i = int(np.argmin(low))
         raise PatternError(
             f"{_where(patterns[i], ctx)} returned negative values (min {low[i]:.3g})"
+        )
+    high = stack.max(axis=(1, 2)) if stack.size else np.zeros(len(stack))
+    if (high > MAX_WEIGHT).any():
+        i = int(np.argmax(high))
+        raise PatternError(
+            f"{_where(patterns[i], ctx)} returned a weight of {high[i]:.3g}; weights may be at "
+            f"most {MAX_WEIGHT:g} (rows are normalised, so scale them down)"
         )
 
 

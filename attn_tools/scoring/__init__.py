@@ -38,7 +38,12 @@ from attn_tools.scoring.metrics import (
 )
 
 # The engine needs pandas and the patterns; the registry alone (for the CLI's choices) does not.
-_ENGINE = frozenset({"SCORE_COLUMNS", "Level", "Metric", "Rows", "score_heads", "score_pair"})
+_ENGINE = frozenset(
+    {
+        "MEANING_COLUMNS", "SCORE_COLUMNS", "DropKeys", "Level", "Metric", "Rows", "dropped_keys",
+        "drop_keys_label", "score_heads", "score_pair",
+    }
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -51,18 +56,24 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from attn_tools.scoring.engine import (
+        MEANING_COLUMNS,
         SCORE_COLUMNS,
+        DropKeys,
         Level,
         Metric,
         Rows,
+        drop_keys_label,
+        dropped_keys,
         score_heads,
         score_pair,
     )
 
 __all__ = [
     "BUILTIN_METRICS",
+    "MEANING_COLUMNS",
     "METRICS",
     "SCORE_COLUMNS",
+    "DropKeys",
     "Level",
     "Metric",
     "MetricSpec",
@@ -70,6 +81,8 @@ __all__ = [
     "ScoreOptions",
     "abs_score",
     "argmax_accuracy",
+    "drop_keys_label",
+    "dropped_keys",
     "get_metric",
     "higher_is_better",
     "jsd",

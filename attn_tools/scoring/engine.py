@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -56,14 +56,30 @@ from attn_tools.patterns import (
 from attn_tools.scoring.metrics import ScoreOptions, _log_base, get_metric
 from attn_tools.text import pooling_matrices
 
-__all__ = ["SCORE_COLUMNS", "score_heads", "score_pair"]
+__all__ = [
+    "MEANING_COLUMNS",
+    "SCORE_COLUMNS",
+    "dropped_keys",
+    "drop_keys_label",
+    "score_heads",
+    "score_pair",
+]
 
 #: a metric name; any name in `attn_tools.scoring.METRICS` (the built-ins are listed here).
 Metric = Literal["jsd", "sae", "mae", "mul", "abs", "argmax_accuracy"]
 Level = Literal["token", "word"]
 Rows = Literal["all", "scored"]
+#: which keys `score_heads` removes before comparing (see its ``drop_keys`` argument).
+DropKeys = Literal["none", "first", "special", "special+punct"] | Callable[[Any], Any] | None
 
 SCORE_COLUMNS = ("model", "layer", "head", "pattern", "metric", "mean", "std", "n_sentences")
+#: the columns that carry a table's meaning through CSV, Parquet and ``pd.concat`` (attrs do not):
+#: the settings, and per (model, pattern) the share of rows / number of rows / number of
+#: sentences in which the pattern predicts something itself (its support).
+MEANING_COLUMNS = (
+    "rows", "level", "drop_keys", "coverage", "n_rows", "support_sentences"
+)  # fmt: skip
+_DROP_CHOICES = ("none", "first", "special", "special+punct")
 
 
 def _score_block(
@@ -73,25 +89,29 @@ def _score_block(
 
     ``A [M, n, n]`` attention (float64), ``P [Q, n, n]`` patterns (normalised, or raw for
     raw-weight metrics), ``mass [Q, n]`` the rows each pattern predicts itself. Also returns how
-    many attention rows had no mass on the kept keys (left out by the documented rule).
+    many attention rows had no mass on the kept keys (left out by the documented rule). Query rows
+    that are dropped keys themselves (``opt.drop``) are skipped silently.
     """
     spec = get_metric(opt.metric)
+    scored = spec.scored_rows_only or opt.rows == "scored"
+    use_rows = mass.copy() if scored else np.ones_like(mass)
+    if opt.drop is not None:
+        use_rows &= ~opt.drop[None, :]
     if spec.block is not None:
-        return spec.block(A, P, mass, opt)
+        return spec.block(A, P, use_rows, opt)
     # row metrics: renormalise both sides over the kept keys
     keep = opt.keep(A.shape[-1])
     att = A if keep is None else A * keep
     pat = P if keep is None else P * keep
     att, att_ok = _normalise_rows(att)
     pat, pat_ok = _normalise_rows(pat)
-    if spec.scored_rows_only or opt.rows == "scored":
-        pat_ok = pat_ok & mass
     values = spec.rows(att, pat, opt)
-    weight = att_ok[:, None, :] & pat_ok[None, :, :]
+    weight = att_ok[:, None, :] & (pat_ok & use_rows)[None, :, :]
     count = weight.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = (values * weight).sum(axis=-1) / count
-    return np.where(count > 0, scores, np.nan), int((~att_ok).sum())
+    lost = ~att_ok if opt.drop is None else ~att_ok & ~opt.drop[None, :]
+    return np.where(count > 0, scores, np.nan), int(lost.sum())
 
 
 def _normalise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +199,7 @@ class _Accumulator:
     total_sq: np.ndarray = field(init=False)
     count: np.ndarray = field(init=False)
     predicted_rows: np.ndarray = field(init=False)
+    support_sentences: np.ndarray = field(init=False)
     rows: int = 0
     sentences: list[np.ndarray] = field(default_factory=list)
 
@@ -188,10 +209,13 @@ class _Accumulator:
         self.total_sq = np.zeros(shape)
         self.count = np.zeros(shape, dtype=np.int64)
         self.predicted_rows = np.zeros(self.n_patterns, dtype=np.int64)
+        self.support_sentences = np.zeros(self.n_patterns, dtype=np.int64)
 
-    def add(self, scores: np.ndarray, mass: np.ndarray) -> None:
-        self.predicted_rows += mass.sum(axis=-1)
-        self.rows += mass.shape[-1]
+    def add(self, scores: np.ndarray, mass: np.ndarray, drop: np.ndarray | None) -> None:
+        own = mass if drop is None else mass & ~drop[None, :]
+        self.predicted_rows += own.sum(axis=-1)
+        self.support_sentences += own.any(axis=-1)
+        self.rows += own.shape[-1] - (0 if drop is None else int(drop.sum()))
         ok = np.isfinite(scores)
         vals = np.where(ok, scores, 0.0)
         self.total += vals
@@ -253,17 +277,63 @@ def _sentence_inputs(
     patterns: Sequence[Pattern],
     raw: bool,
     level: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(A [M, n, n], P [Q, n, n], mass [Q, n])`` for one sentence, at the requested level."""
+    drop_keys: DropKeys,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(A [M, n, n], P [Q, n, n], mass [Q, n], drop [n] or None)`` for one sentence, at the
+    requested level (a word unit is dropped when every token of it is)."""
     L, H, n, _ = att.shape
     P, mass = predict_many(patterns, ctx, normalize=not raw)
     A = att.reshape(L * H, n, n).astype(np.float64)
+    drop = dropped_keys(ctx, drop_keys)
     if level == "word":
         sum_to, mean_from = pooling_matrices(ctx.alignment)
         A = mean_from @ A @ sum_to.T
         P = mean_from @ P @ sum_to.T
         mass = (mass.astype(np.float64) @ mean_from.T) > 0
-    return A, P, mass
+        if drop is not None:
+            drop = (sum_to @ (~drop).astype(np.float64)) == 0
+    return A, P, mass, drop
+
+
+def dropped_keys(ctx: PatternContext, drop_keys: DropKeys) -> np.ndarray | None:
+    """The ``[n]`` bool mask of tokens that ``drop_keys`` removes from a sentence (None: none).
+
+    ``"first"`` is token 0 (BOS or [CLS]); ``"special"`` every special token ([CLS], [SEP], BOS,
+    EOS, padding never occurs); ``"special+punct"`` those plus punctuation tokens; a callable gets
+    the `PatternContext` and returns the mask itself.
+    """
+    if drop_keys is None or drop_keys == "none":
+        return None
+    n = len(ctx.tokens)
+    if drop_keys == "first":
+        mask = np.zeros(n, dtype=bool)
+        mask[:1] = True
+    elif drop_keys == "special":
+        mask = np.asarray(ctx.special_mask, dtype=bool).copy()
+    elif drop_keys == "special+punct":
+        mask = np.asarray(ctx.special_mask, dtype=bool) | np.asarray(ctx.punct_mask, dtype=bool)
+    elif callable(drop_keys):
+        mask = np.asarray(drop_keys(ctx))
+        if mask.shape != (n,) or mask.dtype != bool:
+            raise ValueError(
+                f"drop_keys callable returned {mask.dtype} {mask.shape} for {ctx.text[:40]!r}; "
+                f"it must return a bool array of shape ({n},), one entry per token."
+            )
+    else:
+        raise ValueError(
+            f"drop_keys must be None, 'first', 'special', 'special+punct' or a callable "
+            f"ctx -> bool[n], got {drop_keys!r}"
+        )
+    return mask if mask.any() else None
+
+
+def drop_keys_label(drop_keys: DropKeys) -> str:
+    """How ``drop_keys`` is written in a score table's ``drop_keys`` column."""
+    if drop_keys is None:
+        return "none"
+    if callable(drop_keys):
+        return f"custom:{getattr(drop_keys, '__name__', type(drop_keys).__name__)}"
+    return str(drop_keys)
 
 
 def score_heads(
@@ -279,6 +349,7 @@ def score_heads(
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
     decimals: int | None = None,
+    drop_keys: DropKeys = None,
     progress: bool = False,
     chunk_size: int = 64,
 ) -> pd.DataFrame:
@@ -304,16 +375,24 @@ def score_heads(
         base: logarithm base of ``jsd`` (2 → [0, 1]; ``math.e`` → natural-log numbers).
         exclude_bos, exclude_current_token: leave key 0 / the diagonal out (see module docstring).
         decimals: round each sentence's ``abs`` error term (3 reproduces TransformerLens).
+        drop_keys: remove sink keys before comparing: ``"first"`` (BOS / [CLS]), ``"special"``
+            ([CLS], [SEP], BOS, EOS), ``"special+punct"``, or a callable ``ctx -> bool[n]``. The
+            keys are removed from attention and prediction, both renormalised over the rest;
+            query rows that are dropped keys themselves are skipped (no warning). Answers
+            "what does the head do besides the sink?".
         progress: show a tqdm bar over sentences.
         chunk_size: records per spaCy batch.
 
     Returns:
         DataFrame with columns ``model, layer, head, pattern, metric, mean, std, n_sentences,
-        family`` (+ ``per_sentence``): the mean and (population) std over the sentences that
-        scored. ``df.attrs`` holds the settings, ``higher_is_better``,
-        ``dropped_attention_rows`` and ``coverage`` (``{model: {pattern: share of rows the
-        pattern predicts itself}}``; 0 means it is pure self fallback on that model, like
-        ``next_token`` on a decoder).
+        family`` (the mean and population std over the ``n_sentences`` sentences that scored),
+        then the columns that keep the table's meaning through CSV, Parquet and ``pd.concat``:
+        ``rows``, ``level``, ``drop_keys`` (the settings), and per (model, pattern) ``coverage``
+        (share of query rows the pattern predicts itself; 0 means pure self fallback, like
+        ``next_token`` on a decoder), ``n_rows`` (how many rows it predicts itself) and
+        ``support_sentences`` (in how many sentences it predicts some row), plus
+        ``per_sentence`` when asked. ``df.attrs`` repeats the settings for convenience and adds
+        ``higher_is_better`` and ``dropped_attention_rows``; nothing downstream depends on it.
 
     Example:
         >>> df = score_heads(extract(load_model("minilm"), load_sentences("story")))
@@ -325,12 +404,24 @@ def score_heads(
     if rows not in ("all", "scored"):
         raise ValueError(f"rows must be 'all' or 'scored', got {rows!r}")
     _log_base(base)
+    if hasattr(records, "attention"):
+        raise TypeError("records is a single record, not a list of them. Fix: pass [record].")
+    if records is None or isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
+        raise TypeError(
+            f"records is {type(records).__name__} ({records!r:.60}), not a list of "
+            "SentenceAttention. Fix: pass the output of attn_tools.extract()."
+        )
     pats = resolve_patterns(patterns)
     if not pats:
         raise ValueError("no patterns to score. Fix: pass pattern names or leave patterns=None.")
     raw = spec.raw
     need_parse = level == "word" or any(p.needs_parse for p in pats)
     opt = ScoreOptions(metric, rows, base, exclude_bos, exclude_current_token, decimals)
+    if not (drop_keys is None or callable(drop_keys) or drop_keys in _DROP_CHOICES):
+        raise ValueError(
+            f"drop_keys must be None, one of {list(_DROP_CHOICES)} or a callable ctx -> bool[n], "
+            f"got {drop_keys!r}"
+        )
 
     accs: dict[str, _Accumulator] = {}
     dropped = 0
@@ -345,6 +436,8 @@ def score_heads(
         for chunk in _chunks(records, contexts, chunk_size):
             recs = [r for r, _ in chunk]
             ctxs = [c for _, c in chunk]
+            for offset, rec in enumerate(recs):  # before spaCy sees a bad record
+                _check_record(rec, index + offset)
             if any(c is None for c in ctxs):
                 ctxs = build_contexts(recs, with_parse=need_parse)
             for rec, ctx in zip(recs, ctxs):
@@ -363,10 +456,10 @@ def score_heads(
                         f"record {index} of {rec.model!r} has {L}×{H} heads, earlier ones "
                         f"{acc.n_layers}×{acc.n_heads}; records of one model must agree."
                     )
-                A, P, mass = _sentence_inputs(att, ctx, pats, raw, level)
-                scores, lost = _score_unique(A, P, mass, opt)
+                A, P, mass, drop = _sentence_inputs(att, ctx, pats, raw, level, drop_keys)
+                scores, lost = _score_unique(A, P, mass, replace(opt, drop=drop))
                 dropped += lost
-                acc.add(scores, mass)
+                acc.add(scores, mass, drop)
                 index += 1
                 if bar is not None:
                     bar.update(1)
@@ -382,7 +475,13 @@ def score_heads(
             "the row means; see df.attrs['dropped_attention_rows'].",
             stacklevel=2,
         )
-    df = _table(accs, pats, metric, per_sentence)
+    settings = {
+        "metric": metric,
+        "rows": "scored" if spec.scored_rows_only else rows,
+        "level": level,
+        "drop_keys": drop_keys_label(drop_keys),
+    }
+    df = _table(accs, pats, settings, per_sentence)
     df.attrs.update(
         {
             "metric": metric,
@@ -393,6 +492,7 @@ def score_heads(
             "exclude_bos": exclude_bos,
             "exclude_current_token": exclude_current_token,
             "decimals": decimals,
+            "drop_keys": settings["drop_keys"],
             "n_records": index,
             "dropped_attention_rows": dropped,
             "coverage": {
@@ -405,7 +505,10 @@ def score_heads(
 
 
 def _table(
-    accs: dict[str, _Accumulator], pats: Sequence[Pattern], metric: str, per_sentence: bool
+    accs: dict[str, _Accumulator],
+    pats: Sequence[Pattern],
+    settings: dict[str, str],
+    per_sentence: bool,
 ) -> pd.DataFrame:
     frames = []
     names = np.array([p.name for p in pats], dtype=object)
@@ -417,16 +520,23 @@ def _table(
             var = np.clip(acc.total_sq / acc.count - mean * mean, 0.0, None)
         mean = np.where(acc.count > 0, mean, np.nan)
         std = np.where(acc.count > 0, np.sqrt(var), np.nan)
+        coverage = acc.predicted_rows / max(acc.rows, 1)
         data = {
             "model": np.full(M * Q, model, dtype=object),
             "layer": np.repeat(np.arange(acc.n_layers), acc.n_heads * Q),
             "head": np.tile(np.repeat(np.arange(acc.n_heads), Q), acc.n_layers),
             "pattern": np.tile(names, M),
-            "metric": np.full(M * Q, metric, dtype=object),
+            "metric": np.full(M * Q, settings["metric"], dtype=object),
             "mean": mean.ravel(),
             "std": std.ravel(),
             "n_sentences": acc.count.ravel(),
             "family": np.tile(families, M),
+            "rows": np.full(M * Q, settings["rows"], dtype=object),
+            "level": np.full(M * Q, settings["level"], dtype=object),
+            "drop_keys": np.full(M * Q, settings["drop_keys"], dtype=object),
+            "coverage": np.tile(coverage, M),
+            "n_rows": np.tile(acc.predicted_rows, M),
+            "support_sentences": np.tile(acc.support_sentences, M),
         }
         frame = pd.DataFrame(data)
         if per_sentence:

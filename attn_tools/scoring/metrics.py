@@ -81,10 +81,19 @@ class ScoreOptions:
     exclude_bos: bool = False
     exclude_current_token: bool = False
     decimals: int | None = None
+    drop: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def keep(self, n: int) -> np.ndarray | None:
-        """``[n, n]`` bool mask of the cells that count, or None when every cell does."""
-        return _keep_cells(n, self.exclude_bos, self.exclude_current_token)
+        """``[n, n]`` bool mask of the cells that count, or None when every cell does.
+
+        ``drop`` (``[n]`` bool, set per sentence by the engine from ``drop_keys``) removes those
+        keys' columns too.
+        """
+        keep = _keep_cells(n, self.exclude_bos, self.exclude_current_token)
+        if self.drop is None or not self.drop.any():
+            return keep
+        cols = np.broadcast_to(~self.drop[None, :], (n, n))
+        return cols.copy() if keep is None else keep & cols
 
 
 RowFunction = Callable[[np.ndarray, np.ndarray, ScoreOptions], np.ndarray]
@@ -114,8 +123,9 @@ class MetricSpec:
             (``argmax_accuracy``); the engine then ignores ``rows="all"``.
         rows: row metric: ``(att [M, n, n], pat [Q, n, n], options) -> [M, Q, n]`` on rows
             renormalised over the kept keys.
-        block: block metric: ``(A [M, n, n], P [Q, n, n], mass [Q, n], options) -> ([M, Q],
-            dropped_rows)`` on the raw matrices of one sentence.
+        block: block metric: ``(A [M, n, n], P [Q, n, n], use_rows [Q, n], options) -> ([M, Q],
+            dropped_rows)`` on the raw matrices of one sentence; ``use_rows`` marks the query
+            rows to average over (all rows or the pattern's own, less dropped keys).
         paired: the metric per row on paired arrays ``(a [..., n], p [..., n], options) ->
             [...]`` (e.g. a head against its own mixture in `linear_fit`); row metrics only.
     """
@@ -485,23 +495,21 @@ def _argmax_rows(att: np.ndarray, pat: np.ndarray, opt: ScoreOptions) -> np.ndar
 
 
 def _mul_block(
-    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: ScoreOptions
+    A: np.ndarray, P: np.ndarray, use_rows: np.ndarray, opt: ScoreOptions
 ) -> tuple[np.ndarray, int]:
     M, n, _ = A.shape
     keep = opt.keep(n)
-    use_rows = np.ones_like(mass) if opt.rows == "all" else mass
     att = A if keep is None else A * keep
-    num = att.reshape(M, n * n) @ P.reshape(len(P), n * n).T
+    num = att.reshape(M, n * n) @ (P * use_rows[:, :, None]).reshape(len(P), n * n).T
     den = att.sum(axis=-1) @ use_rows.T.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return num / den, 0
 
 
 def _abs_block(
-    A: np.ndarray, P: np.ndarray, mass: np.ndarray, opt: ScoreOptions
+    A: np.ndarray, P: np.ndarray, use_rows: np.ndarray, opt: ScoreOptions
 ) -> tuple[np.ndarray, int]:
     keep = opt.keep(A.shape[-1])
-    use_rows = np.ones_like(mass) if opt.rows == "all" else mass
     att = A if keep is None else A * keep
     pat = P if keep is None else P * keep
     totals = row_values(att, pat, "sae")  # Σ_k |a − p| over kept keys, [M, Q, n]

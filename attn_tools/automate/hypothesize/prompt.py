@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from attn_tools.patterns.base import Pattern, PatternContext, get_pattern, predict
+from attn_tools.patterns.context import describe_context_api
 from attn_tools.scoring import get_metric
 
 __all__ = [
@@ -52,21 +53,9 @@ SYSTEM = (
     "You answer with a single JSON object."
 )
 
-#: what a program may use; shown in the prompt and kept in step with the sandbox's context.
-CONTEXT_API = """\
-- ctx.n: number of tokens; ctx.tokens: the model's token strings; ctx.token_texts: the text each
-  token covers; ctx.token_ids; ctx.offsets: (start, end) characters; ctx.text: the sentence.
-- ctx.special_mask: bool array [n], True for special tokens ([CLS], [SEP], BOS, ...).
-- ctx.punct_mask: bool array [n], True for punctuation tokens.
-- ctx.kind: "encoder" or "causal"; ctx.causal: True for causal (decoder) models.
-- ctx.words: spaCy words, each with .text .pos .tag .dep .head (index of its head word) .lemma
-  .is_punct; ctx.word_attr("pos") gives one attribute of every word as an array.
-- ctx.token_word: int array [n], the word of each token (-1 for special tokens);
-  ctx.token_pos / ctx.token_dep: the POS tag / dependency label of each token's word ("" for
-  special tokens); ctx.alignment.token_words / ctx.alignment.word_tokens: index tuples.
-- ctx.words_to_tokens(m): expand a word-level [w, w] matrix to tokens [n, n].
-- ctx.builtin("name"): the normalised [n, n] prediction of a library pattern, e.g.
-  ctx.builtin("previous_token"); the name must be a string literal."""
+#: what a program may use; generated from `PatternContext` itself, so it cannot drift from the
+#: context the sandbox child builds.
+CONTEXT_API = describe_context_api()
 
 RULES = """\
 - Return a numpy array of shape (ctx.n, ctx.n): row q says where token q attends, column k is

@@ -1,0 +1,586 @@
+"""Hostile programs against the sandbox, each checked for *no effect*, as root and unprivileged.
+
+Every attack runs with a secret in a file and in this process's environment, a watched folder, a
+real loopback TCP listener and a victim process; after each one the secret must be absent from
+every output, the folder unchanged, the listener without a connection, the victim and this
+process alive. Language-layer attacks go through `run_program`; OS-layer attacks run *arbitrary*
+Python inside the jail (as if the language layer had been broken) and inside a hardened child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attn_tools.automate.sandbox import child as sandbox_child
+from attn_tools.automate.sandbox import os_sandbox_problem, run_program
+from attn_tools.automate.sandbox.runner import TRUNCATED, _unjailed_command, bwrap_command
+from attn_tools.patterns.context import (
+    PatternContext,
+    PlainAlignment,
+    PlainWord,
+    context_to_plain,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+JAIL = os_sandbox_problem()
+needs_jail = pytest.mark.skipif(JAIL is not None, reason=f"no bubblewrap jail here: {JAIL}")
+LIMITS = {"cpu_seconds": 0.5, "memory_mb": 256, "timeout": 20.0}
+
+
+def make_context(words: list[str], kind: str = "encoder") -> PatternContext:
+    """A context built by hand (no model, no spaCy), so unprivileged runs need neither."""
+    offsets, pos = [], 0
+    for w in words:
+        offsets.append((pos, pos + len(w)))
+        pos += len(w) + 1
+    tags = ["DET", "NOUN", "VERB", "PUNCT"]
+    plain = tuple(
+        PlainWord(w, s, e, tags[i % 4], "X", "dep", 0, w.lower(), tags[i % 4] == "PUNCT")
+        for i, (w, (s, e)) in enumerate(zip(words, offsets))
+    )
+    idx = tuple((i,) for i in range(len(words)))
+    return PatternContext(
+        text=" ".join(words),
+        tokens=tuple(words),
+        token_ids=tuple(range(len(words))),
+        offsets=tuple(offsets),
+        special_mask=np.zeros(len(words), dtype=bool),
+        kind=kind,
+        words=plain,
+        alignment=PlainAlignment(idx, idx, tuple((t, t) for t in idx)),
+    )
+
+
+CONTEXTS = [
+    make_context(["The", "dog", "saw", "."]),
+    make_context(["A", "cat", "ran", "home", "."], kind="causal"),
+]
+
+
+class Listener:
+    """A real loopback TCP server that counts every connection it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+class Arena:
+    """Everything an attack might touch, and the check that it touched nothing."""
+
+    def __init__(self, root: Path) -> None:
+        self.secret = "attn-secret-" + secrets.token_hex(12)
+        self.secret_file = root / "secret.txt"
+        self.secret_file.write_text(self.secret)
+        self.secret_file.chmod(0o644)  # readable by anyone outside the jail: the jail must hide it
+        self.watch = root / "watched"
+        self.watch.mkdir()
+        (self.watch / "keep.txt").write_text("keep")
+        self.watch.chmod(0o777)
+        self.listener = Listener()
+        self.victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+    def fill(self, source: str) -> str:
+        return (
+            source.replace("SECRET_PATH", str(self.secret_file))
+            .replace("WATCH", str(self.watch))
+            .replace("PORT", str(self.listener.port))
+            .replace("VICTIM", str(self.victim.pid))
+            .replace("PARENT", str(os.getpid()))
+        )
+
+    def snapshot(self) -> dict[str, str]:
+        return {p.name: p.read_text() for p in sorted(self.watch.iterdir())}
+
+    def assert_no_effect(self, name: str, *outputs: str) -> None:
+        for out in outputs:
+            assert self.secret not in out, f"{name}: the secret leaked"
+        assert self.snapshot() == {"keep.txt": "keep"}, f"{name}: the watched folder changed"
+        assert self.secret_file.read_text() == self.secret, f"{name}: the secret file changed"
+        assert self.listener.connections == 0, f"{name}: a connection reached the listener"
+        assert self.victim.poll() is None, f"{name}: the victim process died"
+
+    def close(self) -> None:
+        self.victim.kill()
+        self.victim.wait()
+        self.listener.close()
+
+
+@pytest.fixture
+def arena(tmp_path, monkeypatch):
+    a = Arena(tmp_path)
+    # the secret in this process's environment: /proc/<parent>/environ must stay out of reach
+    monkeypatch.setenv("ATTN_TEST_API_KEY", a.secret)
+    yield a
+    a.close()
+
+
+def body(code: str, head: str = "import numpy as np\n") -> str:
+    return head + "\ndef pattern(ctx):\n" + textwrap.indent(textwrap.dedent(code).strip(), "    ")
+
+
+R, C, T, I, OK = "rejected", "crashed", "timeout", "invalid_output", "ok"  # noqa: E741
+EYE = "\nreturn np.eye(ctx.n)"
+
+# name -> (source, allowed statuses). Placeholders are filled in by `Arena.fill`.
+HOSTILE: dict[str, tuple[str, set[str]]] = {
+    # aliases of numpy: every spelling reaches the same plain namespace, with no submodules
+    "alias_assign": (body("m = np\nreturn m.linalg.inv(np.eye(ctx.n))"), {C}),
+    "alias_parameter": (body("def f(mod):\n    return mod.polynomial\nf(np)" + EYE), {C}),
+    "alias_list_item": (body("return [np][0].fft.fft(np.eye(ctx.n)).real"), {C}),
+    "alias_walrus": (body("return (m := np).random.rand(ctx.n, ctx.n)"), {C}),
+    "alias_comprehension": (body("x = [m.char for m in [np]]" + EYE), {C}),
+    "alias_lambda_default": (body("x = (lambda m=np: m.rec)()" + EYE), {C}),
+    "alias_dict_value": (body("x = {'a': np}['a'].emath" + EYE), {C}),
+    "alias_tuple_unpack": (body("a, b = np, 1\nx = a.ma" + EYE), {C}),
+    "alias_math": (
+        body("m = math\nx = m.inspect" + EYE, head="import math\nimport numpy as np\n"),
+        {C},
+    ),
+    "alias_import_as": (
+        body("return q.lib.npyio.load('SECRET_PATH')", head="import numpy as q\n"),
+        {R},
+    ),
+    "alias_fullwidth_lib": (body("return ｎｐ.ｌｉｂ"), {R}),
+    "alias_fullwidth_dunder": (body("return ctx.＿＿class＿＿"), {R}),
+    "alias_core_walk": (body("m = np\nx = m.core.multiarray" + EYE), {C}),
+    "alias_stdlib_walk": (body("m = np\nx = m.enum.bltns" + EYE), {C}),
+    "alias_from_import_as": (body("x = N.tofile", head="from numpy import ndarray as N\n"), {R}),
+    # walks of the module graph and the object graph
+    "walk_ma_inspect": (body("return np.ma.core.inspect.os.system('id')"), {R}),
+    "walk_globals": (body("return np.eye.__globals__['os']"), {R}),
+    "walk_builtin_globals": (body("return ctx.builtin.__func__.__globals__['np']"), {R}),
+    "walk_method_self": (body("return ctx.words_to_tokens.__self__"), {R}),
+    "walk_subclasses": (body("return ().__class__.__bases__[0].__subclasses__()"), {R}),
+    "walk_mro": (body("return np.ndarray.mro()"), {R}),
+    "walk_print_self": (body("return print.__self__.open('SECRET_PATH')"), {R}),
+    "walk_getattr": (body("return getattr(np, 'load')('SECRET_PATH')"), {R}),
+    "walk_vars": (body("return vars(ctx)"), {R}),
+    "walk_type": (body("return type(ctx)"), {R}),
+    "walk_globals_call": (body("return globals()['__builtins__']"), {R}),
+    "walk_import_dunder": (body("__import__('os').system('touch WATCH/x')" + EYE), {R}),
+    # frames, tracebacks, generators and format strings
+    "frame_generator": (body("g = (x for x in [1])\nreturn g.gi_frame.f_back.f_globals"), {R}),
+    "frame_traceback": (
+        body("try:\n    1 / 0\nexcept Exception as e:\n    t = e.__traceback__\n" + EYE),
+        {R},
+    ),
+    "frame_tb_frame": (
+        body("try:\n    1 / 0\nexcept Exception as e:\n    t = e.tb_frame\n" + EYE),
+        {R},
+    ),
+    "frame_code": (body("g = (x for x in [1])\nreturn g.gi_code.co_consts"), {R}),
+    "frame_yield": (body("yield 1"), {R}),
+    "frame_async": ("import numpy as np\nasync def pattern(ctx):\n    return 1\n", {R}),
+    "format_method": (body("return '{0.__class__.__init__.__globals__}'.format(ctx)"), {R}),
+    "format_str_format": (body("return str.format('{0.__class__}', ctx)"), {R}),
+    "format_map": (body("return '{x.__class__}'.format_map({'x': ctx})"), {R}),
+    "format_fstring": (body("s = f'{ctx.__class__}'" + EYE), {R}),
+    "format_builtin": (body("s = format(ctx, '')" + EYE), {R}),
+    "format_percent": (body("s = '%s %r' % (ctx, np)\nprint(s)" + EYE), {OK}),
+    # numpy file I/O
+    "np_save": (body("np.save('WATCH/x.npy', np.eye(2))" + EYE), {R}),
+    "np_load": (body("return np.load('SECRET_PATH')"), {R}),
+    "np_fromfile": (body("return np.fromfile('SECRET_PATH', dtype=np.uint8)"), {R}),
+    "np_memmap": (body("return np.memmap('SECRET_PATH')"), {R}),
+    "np_datasource": (body("return np.DataSource().open('http://127.0.0.1:PORT/')"), {R}),
+    "np_loadtxt": (body("return np.loadtxt('/proc/PARENT/environ')"), {R}),
+    "np_genfromtxt": (body("return np.genfromtxt('SECRET_PATH')"), {R}),
+    "np_tofile": (body("np.eye(2).tofile('WATCH/x')" + EYE), {R}),
+    "np_dump": (body("np.eye(2).dump('WATCH/x')" + EYE), {R}),
+    "np_alias_frombuffer": (body("m = np\nreturn m.frombuffer(b'x' * 8)"), {C}),
+    "np_open_builtin": (body("return np.array(open('SECRET_PATH').read())"), {R}),
+    # processes, binaries, sockets, signals
+    "exec_os": ("import os\ndef pattern(ctx):\n    os.execv('/bin/sh', ['sh'])\n", {R}),
+    "exec_subprocess": ("import subprocess\ndef pattern(ctx):\n    subprocess.run(['id'])\n", {R}),
+    "exec_eval": (body("return eval('1')"), {R}),
+    "exec_exec": (body("exec('import os')" + EYE), {R}),
+    "exec_compile": (body("c = compile('1', 'x', 'eval')" + EYE), {R}),
+    "exec_breakpoint": (body("breakpoint()" + EYE), {R}),
+    "socket_import": (
+        "import socket\ndef pattern(ctx):\n    socket.create_connection(('127.0.0.1', PORT))\n",
+        {R},
+    ),
+    "socket_alias": (body("m = np\nx = m.socket" + EYE), {R}),
+    "socket_alias_runtime": (body("m = np\nx = m.exec_command" + EYE), {C}),
+    "signal_kill": ("import os\ndef pattern(ctx):\n    os.kill(VICTIM, 9)\n", {R}),
+    "signal_parent": ("import signal\ndef pattern(ctx):\n    signal.raise_signal(9)\n", {R}),
+    "signal_exit": (body("raise SystemExit(0)"), {R}),
+    "proc_environ": (body("return open('/proc/PARENT/environ').read()"), {R}),
+    "fork_bomb": ("import os\ndef pattern(ctx):\n    while True:\n        os.fork()\n", {R}),
+    # floods, bombs, overflows, recursion
+    "flood_print": (body("for i in range(200000):\n    print('x' * 100)" + EYE), {OK}),
+    "flood_exception": (body("raise ValueError('x' * 10_000_000)"), {C}),
+    "flood_return": (body("return np.zeros((6000, 6000))"), {I, C}),
+    "bomb_list": (body("x = [0] * (10 ** 10)" + EYE), {C}),
+    "bomb_numpy": (body("return np.ones((100000, 100000))"), {C}),
+    "bomb_string": (body("s = 'x'\nwhile True:\n    s = s + s" + EYE), {C, T}),
+    "bomb_cpu": (body("while True:\n    pass"), {T}),
+    "bomb_compile": ("X = 10 ** 10 ** 10\ndef pattern(ctx):\n    return 1\n", {T, C}),
+    "bomb_numpy_cpu": (body("while True:\n    np.ones(10 ** 6).sum()"), {T}),
+    "overflow_huge": (body("return np.full((ctx.n, ctx.n), 1e308)"), {I}),
+    "overflow_inf": (body("return np.full((ctx.n, ctx.n), np.inf)"), {I}),
+    "overflow_nan": (body("return np.full((ctx.n, ctx.n), np.nan)"), {I}),
+    "overflow_negative": (body("return -np.ones((ctx.n, ctx.n))"), {I}),
+    "overflow_object": (body("return np.array([[ctx] * ctx.n] * ctx.n)"), {I}),
+    "overflow_complex": (body("return np.eye(ctx.n) + 1j"), {I}),
+    "overflow_strings": (body("return np.full((ctx.n, ctx.n), 'x')"), {I}),
+    "recursion_function": (
+        "def f(n):\n    return f(n + 1)\ndef pattern(ctx):\n    return f(0)\n",
+        {C},
+    ),
+    "recursion_parse": (body("return " + "(" * 3000 + "1" + ")" * 3000), {R}),
+    "recursion_builtin_name": (
+        body("return ctx.builtin('" + "shuffled(" * 1500 + "previous_token" + ")" * 1500 + "')"),
+        {R},
+    ),
+    "recursion_print": (body("a = []\nfor i in range(100000):\n    a = [a]\nprint(a)" + EYE), {C}),
+    "recursion_nested_builtin": (
+        body("return ctx.builtin('" + "shuffled(" * 15 + "previous_token" + ")" * 15 + "')"),
+        {OK, C},
+    ),
+}
+
+
+def _outputs(res) -> str:
+    return json.dumps(res.to_dict()) + repr(res)
+
+
+@needs_jail
+def test_hostile_programs_have_no_effect(arena):
+    assert len(HOSTILE) >= 60
+    statuses = {}
+    for name, (source, allowed) in HOSTILE.items():
+        res = run_program(arena.fill(source), CONTEXTS, **LIMITS)
+        statuses[name] = res.status
+        assert res.status in allowed, (name, res.status, res.message)
+        assert res.message, name
+        assert len(res.message) < 1000 and len(res.printed) <= 4000 + len(TRUNCATED), name
+        if res.status != OK:
+            assert not res.matrices, name
+        arena.assert_no_effect(name, _outputs(res))
+    assert statuses["flood_print"] == OK
+    assert os.getpid() > 0 and arena.victim.poll() is None
+    # every class was exercised past the static check too, not only refused by it
+    assert {R, C, T, I, OK} <= set(statuses.values())
+
+
+@needs_jail
+def test_aliases_change_nothing_for_honest_programs():
+    """Aliases that stay inside the namespace work exactly like ``np.<name>``."""
+    src = body(
+        """
+        m = np
+        f = (lambda q=np: q.eye)()
+        g = [k for k in [np]][0]
+        w = (h := np).tril
+        ｅｙｅ = np.eye
+        return m.ones((ctx.n, ctx.n)) * 0 + f(ctx.n) + g.zeros((ctx.n, ctx.n)) + w(ｅｙｅ(ctx.n)) * 0
+        """
+    )
+    res = run_program(src, CONTEXTS, **LIMITS)
+    assert res.ok, res.message
+    for m, ctx in zip(res.matrices, CONTEXTS):
+        np.testing.assert_array_equal(m, np.eye(ctx.n))
+
+
+def test_the_program_namespace_holds_no_module():
+    import types
+
+    ns = sandbox_child.program_namespace()
+    reachable = [ns["np"], ns["math"], *vars(ns["np"]).values(), *vars(ns["math"]).values()]
+    reachable += list(ns["__builtins__"].values())
+    assert not [v for v in reachable if isinstance(v, types.ModuleType)]
+    assert not {"lib", "ma", "ctypeslib", "load", "save", "memmap"} & set(vars(ns["np"]))
+    with pytest.raises(AttributeError, match="np.linalg is not available in the sandbox"):
+        ns["np"].linalg  # noqa: B018
+    with pytest.raises(ImportError):
+        ns["__builtins__"]["__import__"]("os")
+
+
+# ----------------------------------------------------------------------------- the OS layer
+
+# Arbitrary Python inside the jail, as if the language layer had been broken. Prints one JSON
+# object: what each attempt got.
+RAW_ESCAPES = r"""
+import json, os, socket
+out = {}
+def attempt(name, fn):
+    try:
+        out[name] = "allowed: " + str(fn())[:2000]
+    except BaseException as exc:
+        out[name] = "blocked: " + type(exc).__name__
+attempt("read_secret", lambda: open("SECRET_PATH").read())
+attempt("write_watched", lambda: open("WATCH/pwned", "w").write("x"))
+attempt("remove_watched", lambda: os.unlink("WATCH/keep.txt"))
+attempt("list_work", lambda: os.listdir("/work"))
+attempt("list_home", lambda: os.listdir("/home"))
+attempt("list_root", lambda: os.listdir("/root"))
+attempt("parent_environ", lambda: open("/proc/PARENT/environ").read())
+def scan_proc():
+    seen = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            for f in ("environ", "cmdline"):
+                try:
+                    seen.append(open(f"/proc/{pid}/{f}", "rb").read().decode("latin-1"))
+                except OSError:
+                    pass
+    return seen
+attempt("scan_proc", scan_proc)
+attempt("connect", lambda: socket.create_connection(("127.0.0.1", PORT), timeout=2))
+attempt("kill_victim", lambda: os.kill(VICTIM, 9))
+attempt("kill_parent", lambda: os.kill(PARENT, 9))
+attempt("exec_shell", lambda: os.execv("/bin/sh", ["sh", "-c", "touch WATCH/pwned"]))
+attempt("setuid_root", lambda: os.setuid(0))
+attempt("env", lambda: dict(os.environ))
+attempt("uid", lambda: (os.getuid(), os.geteuid()))
+attempt("caps", lambda: [l for l in open("/proc/self/status") if l.startswith(("Cap", "NoNew"))])
+print(json.dumps(out))
+"""
+
+
+def _raw_in_jail(arena: Arena, code: str) -> tuple[dict[str, str], str]:
+    cmd = bwrap_command()
+    cmd[-1] = arena.fill(code)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/", env={})
+    return json.loads(out.stdout), out.stdout + out.stderr
+
+
+@needs_jail
+def test_arbitrary_code_inside_the_jail_reaches_nothing(arena):
+    got, raw = _raw_in_jail(arena, RAW_ESCAPES)
+    for name in ("read_secret", "write_watched", "remove_watched", "list_work", "list_home",
+                 "parent_environ", "connect", "kill_victim", "kill_parent", "exec_shell",
+                 "setuid_root"):  # fmt: skip
+        assert got[name].startswith("blocked"), (name, got[name])
+    assert got["list_root"] in ("allowed: ['.pyenv']", "blocked: FileNotFoundError") or (
+        got["list_root"].startswith("allowed") and "secret" not in got["list_root"]
+    )
+    assert got["uid"] == "allowed: (65534, 65534)"
+    assert "CapEff:\\t0000000000000000" in got["caps"] and "NoNewPrivs:\\t1" in got["caps"]
+    arena.assert_no_effect("raw jail", raw)
+
+
+@needs_jail
+def test_two_jails_cannot_see_each_other(arena):
+    """Each child has its own PID namespace: a sleeping jail is invisible to another one."""
+    cmd = bwrap_command()
+    cmd[-1] = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    sleeper = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd="/", env={})
+    try:
+        inner_pid = int(sleeper.stdout.readline())
+        code = (
+            "import os, json\n"
+            f"res = {{}}\n"
+            f"try:\n    os.kill({sleeper.pid}, 9); res['outer'] = 'sent'\n"
+            "except OSError as e:\n    res['outer'] = type(e).__name__\n"
+            "res['procs'] = sorted(p for p in os.listdir('/proc') if p.isdigit())\n"
+            "print(json.dumps(res))"
+        )
+        got, raw = _raw_in_jail(arena, code)
+        assert got["outer"] == "ProcessLookupError"
+        assert len(got["procs"]) <= 2  # its own init and itself, nothing of the sleeper
+        assert sleeper.poll() is None and inner_pid <= 3
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    arena.assert_no_effect("two jails", raw)
+
+
+HARDENED = r"""
+import importlib.util, json, os, socket, sys
+sys.path[:0] = [SITE]
+spec = importlib.util.spec_from_file_location("child", CHILD)
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+layers = child.harden(2.0, 256)
+out = {"layers": layers}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "allowed"
+    except OSError as exc:
+        out[name] = "blocked"
+attempt("read_secret", lambda: open("SECRET_PATH").read())
+attempt("write_watched", lambda: open("WATCH/pwned", "w"))
+attempt("socket", lambda: socket.socket())
+attempt("fork", lambda: os.fork())
+attempt("exec", lambda: os.execv("/bin/sh", ["sh", "-c", "touch WATCH/pwned"]))
+attempt("kill_victim", lambda: os.kill(VICTIM, 9))
+attempt("unlink", lambda: os.unlink("WATCH/keep.txt"))
+attempt("mkdir", lambda: os.mkdir("WATCH/new"))
+os.write(1, json.dumps(out).encode())
+"""
+
+
+def test_hardened_child_without_the_jail_blocks_files_sockets_processes(arena):
+    """The second wall (``unsafe_no_os_sandbox``): seccomp, no-new-privs and rlimits alone."""
+    code = arena.fill(HARDENED).replace("SITE", repr(str(Path(np.__file__).parents[1])))
+    code = code.replace("CHILD", repr(sandbox_child.__file__))
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    got = json.loads(out.stdout)
+    assert got.pop("layers") == {"no_new_privs": True, "seccomp": True}
+    assert set(got.values()) == {"blocked"}, got
+    arena.assert_no_effect("hardened", out.stdout + out.stderr)
+
+
+def test_cpu_limit_is_honoured_to_a_fraction_of_a_second(arena):
+    """The CPU timer ends an endless loop after 0.3 s of CPU, not at a whole-second rlimit."""
+    payload = {
+        "source": body("while True:\n    pass"),
+        "cpu_seconds": 0.3,
+        "memory_mb": 256,
+        "contexts": [context_to_plain(CONTEXTS[0])],
+    }
+    proc = subprocess.Popen(
+        _unjailed_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdin.write(json.dumps(payload).encode())
+    proc.stdin.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGPROF
+    used = usage.ru_utime + usage.ru_stime
+    # startup (python + numpy) is before the timer; the rlimit backstop would be >= 2 s
+    assert 0.3 <= used < 1.5, used
+    res = run_program(body("while True:\n    pass"), CONTEXTS, cpu_seconds=0.3, timeout=30)
+    assert res.status == T and "0.3 s of CPU time" in res.message
+    arena.assert_no_effect("cpu", _outputs(res))
+
+
+def test_without_bubblewrap_untrusted_programs_are_refused(monkeypatch, arena):
+    from attn_tools.automate.sandbox import runner
+
+    monkeypatch.setattr(runner.shutil, "which", lambda name: None)
+    src = body("return np.eye(ctx.n)")
+    res = run_program(src, CONTEXTS)
+    assert res.status == R and "apt-get install bubblewrap" in res.message
+    assert "unsafe_no_os_sandbox=True" in res.message
+    with pytest.raises(runner.SandboxUnavailable, match="apt-get install bubblewrap"):
+        runner.require_os_sandbox()
+    unsafe = run_program(src, CONTEXTS, unsafe_no_os_sandbox=True)
+    assert unsafe.ok and unsafe.isolation == "process"
+    trusted = run_program(src, CONTEXTS, trusted=True)
+    assert trusted.ok and trusted.isolation == "in-process"
+    for a, b, ctx in zip(unsafe.matrices, trusted.matrices, CONTEXTS):
+        np.testing.assert_array_equal(a, np.eye(ctx.n))
+        np.testing.assert_array_equal(b, np.eye(ctx.n))
+    hostile = run_program(arena.fill(HOSTILE["bomb_cpu"][0]), CONTEXTS, unsafe_no_os_sandbox=True,
+                          cpu_seconds=0.3)  # fmt: skip
+    assert hostile.status == T
+    arena.assert_no_effect("unsafe", _outputs(res), _outputs(unsafe), _outputs(hostile))
+
+
+# ----------------------------------------------------------------------------- unprivileged parent
+
+UNPRIVILEGED = [
+    "alias_assign", "alias_lambda_default", "alias_stdlib_walk", "walk_globals", "np_load",
+    "np_alias_frombuffer", "socket_alias", "proc_environ", "flood_print", "flood_exception",
+    "bomb_numpy", "bomb_cpu", "overflow_huge", "recursion_function", "recursion_builtin_name",
+]  # fmt: skip
+
+DRIVER = r"""
+import json, subprocess, sys
+sys.path.insert(0, REPO)
+import tests.test_sandbox_attacks as t
+from attn_tools.automate.sandbox import run_program, os_sandbox_problem
+from attn_tools.automate.sandbox.runner import bwrap_command
+spec = json.loads(sys.argv[1])
+report = {"problem": os_sandbox_problem(), "programs": {}}
+for name, source in spec["programs"].items():
+    res = run_program(source, t.CONTEXTS, **t.LIMITS)
+    report["programs"][name] = [res.status, json.dumps(res.to_dict())]
+cmd = bwrap_command()
+cmd[-1] = spec["raw"]
+out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/", env={})
+report["raw"] = out.stdout
+report["raw_err"] = out.stderr[-2000:]
+print(json.dumps(report))
+"""
+
+
+@needs_jail
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start an unprivileged parent")
+@pytest.mark.skipif(not shutil.which("setpriv") or not shutil.which("unshare"), reason="util-linux")
+def test_unprivileged_parent_is_jailed_too(arena, tmp_path):
+    """The same attacks with the parent running as ``nobody`` (the jail then has no root at all).
+
+    The interpreter lives under /root (mode 0700 here), so a private mount namespace shows
+    ``/root`` as traversable for this one process tree; nothing of the host changes.
+    """
+    tmp_path.chmod(0o755)
+    programs = {name: arena.fill(HOSTILE[name][0]) for name in UNPRIVILEGED}
+    spec = json.dumps({"programs": programs, "raw": arena.fill(RAW_ESCAPES)})
+    driver = DRIVER.replace("REPO", repr(str(REPO)))
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    opened = ""
+    if Path(sys.base_prefix).is_relative_to("/root"):
+        # only the interpreter's folder becomes reachable, and only in this mount namespace
+        top = Path(sys.base_prefix).relative_to("/root").parts[0]
+        opened = (
+            f"mount --bind /root/{top} {stage}; mount -t tmpfs -o mode=0711 tmpfs /root; "
+            f"mkdir -p /root/{top}; mount --bind {stage} /root/{top}; "
+        )
+    script = (
+        "set -e; "
+        + opened
+        + 'exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all "$@"'
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ATTN_TOOLS_CACHE": str(tmp_path / "cache"),
+        "ATTN_TEST_API_KEY": arena.secret,
+        "PYTHONPATH": str(REPO),
+    }
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+           sys.executable, "-c", driver, spec]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["problem"] is None
+    for name, (status, dumped) in report["programs"].items():
+        assert status in HOSTILE[name][1], (name, status, dumped)
+    raw = json.loads(report["raw"])
+    for name in ("read_secret", "write_watched", "remove_watched", "parent_environ", "connect",
+                 "kill_victim", "kill_parent", "exec_shell", "setuid_root"):  # fmt: skip
+        assert raw[name].startswith("blocked"), (name, raw[name])
+    arena.assert_no_effect("unprivileged", out.stdout, out.stderr)
