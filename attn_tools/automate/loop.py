@@ -187,7 +187,9 @@ def _refine(
             previous_reply=proposal.raw_reply or proposal.program,
             previous_program=proposal.program,
         )
-        ran = run_program(proposal.program, scorer.contexts, **limits)
+        ran = run_program(
+            proposal.program, scorer.contexts, trusted=backend.trusted_programs, **limits
+        )
         folder.write_json(f"round_{r}/sandbox.json", ran.to_dict())
         statuses.append(ran.status)
         if not ran.ok:
@@ -238,7 +240,7 @@ def _validate(
         train_score=_round(best.score),
         message=f"best of round {best.round}",
     )
-    ran = run_program(program, held.contexts, **limits)
+    ran = run_program(program, held.contexts, trusted=backend.trusted_programs, **limits)
     if not ran.ok:
         folder.write_json("validation.json", {"sandbox": ran.to_dict()})
         return _with(found, status="invalid_on_heldout", message=ran.message), None

@@ -170,6 +170,7 @@ class ProgramSearch(Hypothesizer):
     """
 
     name = "program-search"
+    trusted_programs = True  # programs are assembled from this project's own templates
 
     def __init__(
         self,

@@ -165,6 +165,9 @@ class Hypothesizer(ABC):
     """Proposes a pattern program for a head from its examples (one class per backend)."""
 
     name: str = "hypothesizer"
+    #: True only when this project writes the programs itself (program search): the sandbox may
+    #: then run them in-process. Anything a language model wrote is untrusted.
+    trusted_programs: bool = False
 
     @abstractmethod
     def propose(self, task: HeadTask) -> Proposal:
