@@ -139,15 +139,27 @@ def test_resume_skips_finished_heads(run, minilm):
     again = automate_heads(minilm, HEADS, **kwargs)
     pd.testing.assert_frame_equal(again, df)
     assert {h: p.stat().st_mtime_ns for h, p in results.items()} == stamps
-    # an interrupted head (no result.json yet) is redone; the finished one is not
+    # a head killed after its decision was journalled is completed from the journal: the same
+    # result, and the library untouched (its entry already holds this head's op id)
+    index_before = lib.index_file.read_text()
     results[HEADS[1]].unlink()
+    replayed = automate_heads(minilm, HEADS, **kwargs)
+    pd.testing.assert_frame_equal(replayed, df)
+    assert lib.index_file.read_text() == index_before
+    assert results[HEADS[0]].stat().st_mtime_ns == stamps[HEADS[0]]
+    # a head interrupted before its decision (no journal) is redone; the finished one is not
+    results[HEADS[1]].unlink()
+    (results[HEADS[1]].parent / "decision.json").unlink()
     redone = automate_heads(minilm, HEADS, **kwargs)
     assert results[HEADS[0]].stat().st_mtime_ns == stamps[HEADS[0]]
     assert results[HEADS[1]].is_file()
     assert redone.loc[1, "heldout_score"] == pytest.approx(df.loc[1, "heldout_score"])
-    # the re-found program matches its own library entry, which it cannot beat by the margin
+    # the re-found program matches its own library entry, which it cannot beat by the margin;
+    # the entry already stands for this head, so it is not merged into itself
     assert redone.loc[1, "status"] == "validated"
     assert redone.loc[1, "library_name"] == df.loc[1, "library_entry"]
+    own = UserLibrary(lib.path).get(df.loc[1, "library_entry"])
+    assert [(h["layer"], h["head"]) for h in own.heads] == [HEADS[1]]
     with pytest.raises(ValueError, match="holds a run with another heldout_sha"):
         automate_heads(minilm, HEADS, **{**kwargs, "heldout": load("heldout")[:10]})
 
@@ -214,3 +226,46 @@ def test_near_duplicates_are_merged(minilm_records, tmp_path):
     assert "near-duplicate" in second.message or "explained by" in second.message
     (entry,) = lib.entries
     assert [(h["layer"], h["head"]) for h in entry.heads] in ([(0, 0), (0, 1)], [(0, 1), (0, 0)])
+
+
+def test_automation_reads_the_metric_registry(minilm_records, tmp_path):
+    """A metric where higher is better (a negated SAE, registered for this test) must choose the
+    same best built-in as SAE itself: the choice uses the registry's spec.best, not idxmin."""
+    from attn_tools.automate import HeadScorer
+    from attn_tools.scoring import MetricSpec, get_metric, register_metric, unregister_metric
+
+    recs, ctxs = minilm_records[:10], contexts_of(minilm_records[:10])
+    sae = get_metric("sae")
+    register_metric(
+        MetricSpec(
+            "negated_sae_test",
+            True,
+            "negated SAE",
+            range=(-2.0, 0.0),
+            ranks_patterns=True,
+            rows=lambda a, p, o: -sae.rows(a, p, o),
+            paired=lambda a, p, o: -sae.paired(a, p, o),
+        )  # fmt: skip
+    )
+    try:
+        low = HeadScorer(recs, ctxs, 0, 2, "sae").best_builtin()
+        high = HeadScorer(recs, ctxs, 0, 2, "negated_sae_test").best_builtin()
+        assert low[0] == high[0] == "previous_token"
+        assert high[1] == pytest.approx(-low[1])
+        res = automate_head(
+            0, 2, backend=ProgramSearch(), train_records=recs, heldout_records=minilm_records[10:],
+            train_contexts=ctxs, library=UserLibrary(tmp_path / "lib"), out=tmp_path / "h",
+            metric="negated_sae_test",
+        )  # fmt: skip
+        assert res.metric == "negated_sae_test" and res.builtin_name == "previous_token"
+        assert res.builtin_score < 0 and res.heldout_score == pytest.approx(res.builtin_score)
+        assert res.status == "validated" and not res.beats_builtin
+        saved = json.loads((tmp_path / "h" / "validation.json").read_text())
+        assert saved["metric"] == "negated_sae_test"
+    finally:
+        unregister_metric("negated_sae_test")
+    with pytest.raises(ValueError, match="'mul' cannot choose between patterns.*jsd, sae, mae"):
+        HeadScorer(recs, ctxs, 0, 2, "mul")
+    with pytest.raises(ValueError, match="nope"):
+        automate_head(0, 2, backend=ProgramSearch(), train_records=recs, heldout_records=recs,
+                      metric="nope")  # fmt: skip

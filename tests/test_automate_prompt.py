@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
-from attn_tools.automate.prompt import (
+from attn_tools.automate.hypothesize.prompt import (
     Disagreement,
     Feedback,
     ReplyError,
@@ -262,13 +263,22 @@ def test_feedback_message_lists_disagreements():
     text = feedback_message(fb)
     assert text.splitlines() == [
         "Round 1: your previous program's result: ok.",
-        "Its Jensen-Shannon distance to the head on the example sentences is 0.432 (0 = identical, "
-        "1 = disjoint); the best library pattern, first_token, scores 0.300.",
+        "Its JS distance to the head on the example sentences is 0.432 (lower is better; from 0 "
+        "to 1); the best library pattern, first_token, scores 0.300.",
         "The rows where it disagrees most with the head:",
         "- sentence 0 ('A cat sat.'), query 3 'sat': the head attends to 1 'A' (0.90); your "
-        "program predicts 2 'cat' (1.00) (distance 0.95).",
+        "program predicts 2 'cat' (1.00) (JS distance 0.95).",
         "Improve the program. Reply in the same JSON format.",
     ]
+    # the metric's registry entry names it and its direction: nothing says Jensen-Shannon
+    sae = feedback_message(dataclasses.replace(fb, metric="sae")).splitlines()
+    assert sae[1].startswith(
+        "Its sum of absolute errors to the head on the example sentences is 0.432 (lower is "
+        "better; from 0 to 2)"
+    )
+    assert sae[3].endswith("(sum of absolute errors 0.95).")
+    with pytest.raises(ValueError, match="nope"):
+        feedback_message(dataclasses.replace(fb, metric="nope"))
     failed = feedback_message(
         Feedback(round=2, status="rejected", message="line 1: import of 'os'")
     )

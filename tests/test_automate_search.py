@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from attn_tools.automate import automate_heads, builtin_patterns, make_backend
+from attn_tools.automate.hypothesize.search import SearchSpace, fit_program
 from attn_tools.automate.sandbox import (
     check_program,
     contexts_of,
     precomputed_pattern,
     run_program,
 )
-from attn_tools.automate.search import SearchSpace, fit_program
 from attn_tools.patterns import predict
 from attn_tools.scoring import score_heads, score_pair
 

@@ -8,8 +8,14 @@ The pipeline, one public function per step:
    (transformers, offline) and `ProgramSearch` (no language model); `make_backend` by name.
 4. `run_program` — the sandbox: AST allow-list, then a child process with CPU, memory and
    wall-clock limits; every failure is a structured `SandboxResult`.
-5. `automate_head` / `automate_heads` — refine, validate on held-out sentences against the best
-   built-in pattern, and grow a `UserLibrary` on disk; resumable run folders.
+5. `HeadScorer` (``evaluate``) — metric-aware scores of a program against a head, the best
+   built-in pattern and the library.
+6. `automate_head` / `automate_heads` (``loop``) — refine, validate on held-out sentences and grow
+   a `UserLibrary` on disk, in a `RunFolder` (``run``) that owns every file write, resumes, and
+   stays consistent after ``kill -9``.
+
+Layout by role: ``hypothesize/`` (chat backends, program search, prompt and reply), ``sandbox``,
+``evaluate``, ``run``, ``library``, ``loop``.
 
 Example:
     >>> from attn_tools import load_model
@@ -20,30 +26,21 @@ Example:
 
 from __future__ import annotations
 
-from attn_tools.automate.backends import (
+from attn_tools.automate.evaluate import HeadScorer, LibraryMatch, ranking_metric
+from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
+from attn_tools.automate.hypothesize.backends import LocalChatModel, ProgramSearch, make_backend
+from attn_tools.automate.hypothesize.base import (
     AuthenticationError,
     BackendError,
     ChatHypothesizer,
     HeadTask,
     Hypothesizer,
-    LocalChatModel,
-    OpenAICompatible,
-    ProgramSearch,
     Proposal,
     RateLimitError,
     ServerError,
-    make_backend,
 )
-from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
-from attn_tools.automate.library import LibraryEntry, UserLibrary, sandboxed_pattern
-from attn_tools.automate.loop import (
-    MAX_ROUNDS,
-    HeadResult,
-    automate_head,
-    automate_heads,
-    builtin_patterns,
-)
-from attn_tools.automate.prompt import (
+from attn_tools.automate.hypothesize.http_chat import OpenAICompatible
+from attn_tools.automate.hypothesize.prompt import (
     Feedback,
     Prompt,
     Reply,
@@ -53,13 +50,16 @@ from attn_tools.automate.prompt import (
     format_matrix,
     parse_reply,
 )
+from attn_tools.automate.hypothesize.search import FittedProgram, SearchSpace, fit_program
+from attn_tools.automate.library import LibraryEntry, UserLibrary, sandboxed_pattern
+from attn_tools.automate.loop import MAX_ROUNDS, automate_head, automate_heads, builtin_patterns
+from attn_tools.automate.run import HeadFolder, HeadResult, LibraryAction, RunFolder
 from attn_tools.automate.sandbox import (
     SandboxResult,
     check_program,
     precomputed_pattern,
     run_program,
 )
-from attn_tools.automate.search import FittedProgram, SearchSpace, fit_program
 
 __all__ = [
     "MAX_ROUNDS",
@@ -70,10 +70,14 @@ __all__ = [
     "ChatHypothesizer",
     "Feedback",
     "FittedProgram",
+    "HeadFolder",
     "HeadResult",
+    "HeadScorer",
     "HeadTask",
     "Hypothesizer",
+    "LibraryAction",
     "LibraryEntry",
+    "LibraryMatch",
     "LocalChatModel",
     "OpenAICompatible",
     "ProgramSearch",
@@ -82,6 +86,7 @@ __all__ = [
     "RateLimitError",
     "Reply",
     "ReplyError",
+    "RunFolder",
     "SandboxResult",
     "SearchSpace",
     "ServerError",
@@ -99,6 +104,7 @@ __all__ = [
     "make_backend",
     "parse_reply",
     "precomputed_pattern",
+    "ranking_metric",
     "run_program",
     "sandboxed_pattern",
 ]

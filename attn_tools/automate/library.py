@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from attn_tools._cache import atomic_path, cache_dir
+from attn_tools.automate import _killpoint
 from attn_tools.automate.sandbox import run_program
 from attn_tools.patterns.base import REGISTRY, Pattern, PatternContext, PatternError
 
@@ -163,6 +164,7 @@ class UserLibrary:
         }
         with atomic_path(self.index_file, suffix=".json") as tmp:
             tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+        _killpoint.wrote(self.index_file)
 
     def source(self, name: str) -> str:
         """The program of entry ``name`` (checked against its recorded hash)."""
@@ -175,6 +177,10 @@ class UserLibrary:
                 "Fix: restore it, or remove the entry and accept the program again."
             )
         return body
+
+    def find(self, name: str) -> LibraryEntry | None:
+        """Entry ``name``, or None when the library has none of that name."""
+        return next((e for e in self.entries if e.name == name), None)
 
     def get(self, name: str) -> LibraryEntry:
         for e in self.entries:
@@ -210,13 +216,15 @@ class UserLibrary:
                 f"# {name}: {hypothesis}",
                 f"# model {provenance.get('model')}, layer {provenance.get('layer')}, head "
                 f"{provenance.get('head')}; backend {provenance.get('backend')}",
-                f"# held-out JSD {provenance.get('heldout_score')} vs best built-in "
+                f"# held-out {provenance.get('metric', 'jsd')} {provenance.get('heldout_score')} "
+                "vs best built-in "
                 f"{provenance.get('builtin_name')} {provenance.get('builtin_score')}",
                 "# Written by a hypothesizer: run it only through attn_tools' sandbox.",
             ]
         )
         with atomic_path(self.path / f"{name}.py", suffix=".py") as tmp:
             tmp.write_text(header + "\n# ---\n" + source, encoding="utf-8")
+        _killpoint.wrote(self.path / f"{name}.py")
         self._entries = [e for e in self.entries if e.name != name] + [entry]
         self._write()
         return entry

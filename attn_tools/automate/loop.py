@@ -1,205 +1,64 @@
 """Steps 4–5 for many heads: propose → sandbox → refine → validate on held-out → grow the library.
 
 `automate_head` runs one head: up to ``rounds`` proposals (a hard bound), each program run in the
-sandbox on the example sentences and scored; the largest disagreements go back to the
-hypothesizer as feedback. The best program (by its score on the example sentences) is then scored
-on held-out sentences the hypothesizer never saw, next to the best built-in pattern and the best
-user-library pattern. It joins the library when it beats both by ``margin``; when its held-out
-predictions almost equal an entry's (mean JSD distance below ``duplicate_tol``), the two are
-merged (the better-scoring program is kept, the other's provenance recorded).
+sandbox on the example sentences and scored with the chosen metric (a registry metric that ranks
+patterns, ``jsd`` by default); the rows it gets most wrong go back to the hypothesizer as
+feedback. The best program on the example sentences is then scored on held-out sentences the
+hypothesizer never saw, next to the best built-in pattern and the best user-library pattern. It
+joins the library when it beats both by ``margin``; when its held-out predictions almost equal an
+entry's (mean JS distance below ``duplicate_tol``), the two are merged (the better program is
+kept, the other's provenance recorded).
 
-`automate_heads` does this for many heads of one model, writing everything into a run folder as
-it goes and resuming after an interruption::
-
-    out/
-      run.json                      model, sentences, backend settings (never a key), settings
-      summary.csv                   one row per finished head (rewritten after each head)
-      heads/L05_H03/
-        examples.json               the head_examples document the hypothesizer saw
-        round_0/prompt.txt reply.txt proposal.json program.py sandbox.json score.json
-        round_1/...
-        validation.json             held-out sandbox result and scores
-        result.json                 written last: the head is finished (skipped on resume)
+`automate_heads` does this for many heads of one model in a run folder (`RunFolder`: every file,
+atomic, resumable, consistent after ``kill -9``). Scoring lives in `evaluate`, files in `run`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from attn_tools._cache import atomic_path
-from attn_tools.automate.backends import (
-    HeadTask,
-    Hypothesizer,
-    LocalChatModel,
-    Proposal,
-)
+from attn_tools.automate.evaluate import HeadScorer, LibraryMatch, builtin_patterns, ranking_metric
 from attn_tools.automate.examples import head_examples
-from attn_tools.automate.library import UserLibrary, prefetch, sandboxed_pattern
-from attn_tools.automate.prompt import Disagreement, Feedback
+from attn_tools.automate.hypothesize.backends import LocalChatModel
+from attn_tools.automate.hypothesize.base import HeadTask, Hypothesizer, Proposal
+from attn_tools.automate.hypothesize.prompt import Feedback
+from attn_tools.automate.library import UserLibrary
+from attn_tools.automate.run import HeadFolder, HeadResult, LibraryAction, RunFolder
 from attn_tools.automate.sandbox import contexts_of, precomputed_pattern, run_program
-from attn_tools.automate.search import EXTRA_ATOMS
-from attn_tools.patterns.base import Pattern, PatternContext, get_pattern, list_patterns, predict
-from attn_tools.scoring import jsd, score_heads, score_pair
+from attn_tools.patterns.base import PatternContext
 
 __all__ = ["MAX_ROUNDS", "HeadResult", "automate_head", "automate_heads", "builtin_patterns"]
 
 #: the hard upper bound on proposals per head, whatever ``rounds`` asks for.
 MAX_ROUNDS = 10
-RUN_SCHEMA = "attn_tools.automate_run"
-RUN_VERSION = 1
-
-
-def builtin_patterns() -> list[Pattern]:
-    """The built-in patterns a program is compared with: every registered pattern except user
-    and baseline ones, plus the extra offsets program search may use (``offset(±3)``)."""
-    pats = [p for p in list_patterns() if p.family not in ("user", "baseline")]
-    names = {p.name for p in pats}
-    return pats + [get_pattern(n) for n in EXTRA_ATOMS if n not in names]
-
-
-@dataclass(frozen=True)
-class HeadResult:
-    """The outcome for one head (``to_dict`` is one row of the run's summary).
-
-    ``status``: ``accepted`` (joined or merged into the library), ``validated`` (valid on held-out
-    sentences but not better than the library by the margin), ``invalid_on_heldout`` (it failed in
-    the sandbox on held-out sentences), ``no_program`` (no round gave a program that ran), or
-    ``backend_error`` (no round got an answer).
-    """
-
-    model: str
-    layer: int
-    head: int
-    status: str
-    backend: str
-    hypothesis: str = ""
-    program: str | None = None
-    rounds_run: int = 0
-    train_score: float | None = None
-    heldout_score: float | None = None
-    builtin_name: str | None = None
-    builtin_score: float | None = None
-    library_name: str | None = None
-    library_score: float | None = None
-    beats_builtin: bool = False
-    accepted: bool = False
-    library_entry: str | None = None
-    message: str = ""
-    folder: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ----------------------------------------------------------------------------- file helpers
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(
-            json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default), "utf-8"
-        )
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 5)
 
 
-# ----------------------------------------------------------------------------- scoring helpers
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "model"
 
 
-def _scores(
-    records: Sequence[Any],
-    contexts: Sequence[PatternContext],
-    layer: int,
-    head: int,
-    pattern: Pattern,
-) -> np.ndarray:
-    """The head's JSD distance to ``pattern`` on each sentence (the scoring engine's numbers)."""
-    return np.array(
-        [
-            score_pair(rec.head(layer, head), predict(pattern, ctx)[0])
-            for rec, ctx in zip(records, contexts)
-        ]
-    )
+@dataclass(frozen=True)
+class _Candidate:
+    """The best program so far: its score on the example sentences and the round it came from."""
 
-
-def _best_in_table(table: pd.DataFrame, layer: int, head: int) -> tuple[str, float]:
-    rows = table[(table["layer"] == layer) & (table["head"] == head)]
-    best = rows.loc[rows["mean"].idxmin()]
-    return str(best["pattern"]), float(best["mean"])
-
-
-def _top3(row: np.ndarray, labels: Sequence[str]) -> tuple[tuple[int, str, float], ...]:
-    keys = [k for k in np.argsort(-row)[:3] if row[k] > 0.05]
-    return tuple((int(k), labels[k], round(float(row[k]), 3)) for k in keys)
-
-
-def _disagreements(
-    records: Sequence[Any],
-    contexts: Sequence[PatternContext],
-    layer: int,
-    head: int,
-    pattern: Pattern,
-    *,
-    top: int = 5,
-) -> tuple[Disagreement, ...]:
-    """The query rows where the program's prediction is furthest from the head."""
-    found: list[tuple[float, Disagreement]] = []
-    for s, (rec, ctx) in enumerate(zip(records, contexts)):
-        att = rec.head(layer, head).astype(np.float64)
-        pred = predict(pattern, ctx)[0]
-        dist = jsd(att, pred, axis=-1)
-        labels = ctx.token_texts
-        for q in np.argsort(-dist)[:top]:
-            found.append(
-                (
-                    float(dist[q]),
-                    Disagreement(
-                        sentence=s,
-                        text=ctx.text,
-                        query=int(q),
-                        query_token=labels[q],
-                        head_top=_top3(att[q], labels),
-                        program_top=_top3(pred[q], labels),
-                        jsd=round(float(dist[q]), 3),
-                    ),
-                )
-            )
-    found.sort(key=lambda t: -t[0])
-    return tuple(d for _, d in found[:top])
+    score: float
+    proposal: Proposal
+    round: int
 
 
 # ----------------------------------------------------------------------------- one head
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "model"
 
 
 def automate_head(
@@ -220,6 +79,8 @@ def automate_head(
     heldout_table: pd.DataFrame | None = None,
     sandbox_limits: dict[str, Any] | None = None,
     top_fraction: float = 0.10,
+    metric: str = "jsd",
+    folder: HeadFolder | None = None,
 ) -> HeadResult:
     """Hypothesize, test, refine and validate a program for one head.
 
@@ -231,248 +92,249 @@ def automate_head(
         train_contexts, heldout_contexts: their `PatternContext` s (built if not given).
         rounds: proposals at most (the first plus refinements); never more than `MAX_ROUNDS`.
         library: a `UserLibrary` to compare with and grow; None leaves every library alone.
-        margin: how much lower (better) the held-out JSD must be than the best built-in and
-            library pattern for the program to be accepted.
-        duplicate_tol: mean JSD distance between held-out predictions under which a program and
+        margin: how much better the held-out score must be than the best built-in and library
+            pattern for the program to be accepted.
+        duplicate_tol: mean JS distance between held-out predictions under which a program and
             a library entry count as near-duplicates (and are merged).
-        out: folder for this head's files (None: nothing written).
-        train_table, heldout_table: `score_heads` tables of the built-in patterns (computed here
-            when not given; `automate_heads` computes them once for all heads).
+        out: folder for this head's files (None: nothing written); or pass ``folder``.
+        train_table, heldout_table: `score_heads` tables of `builtin_patterns` with ``metric``
+            (computed here when not given; `automate_heads` computes them once for all heads).
         sandbox_limits: ``cpu_seconds``, ``memory_mb``, ``timeout`` for `run_program`.
         top_fraction: share of pairs in the examples (see `head_examples`).
+        metric: a registry metric that ranks patterns (``jsd``, ``sae``, ``mae``).
+        folder: a `HeadFolder` (from `RunFolder.head`) instead of ``out``.
 
     Returns:
         A `HeadResult`.
     """
     if int(rounds) < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    n_rounds = min(int(rounds), MAX_ROUNDS)
+        raise ValueError(f"rounds must be at least 1, got {rounds}. Fix: pass rounds=1 or more")
     limits = dict(sandbox_limits or {})
-    folder = Path(out) if out is not None else None
-    ct = list(train_contexts) if train_contexts is not None else contexts_of(train_records)
-    ch = list(heldout_contexts) if heldout_contexts is not None else contexts_of(heldout_records)
-    model = train_records[0].model
-    builtins = builtin_patterns()
-    if train_table is None:
-        train_table = score_heads(train_records, builtins, contexts=ct)
-    if heldout_table is None:
-        heldout_table = score_heads(heldout_records, builtins, contexts=ch)
-    train_best = _best_in_table(train_table, layer, head)
-    builtin_name, builtin_score = _best_in_table(heldout_table, layer, head)
-
+    folder = folder if folder is not None else HeadFolder(out, scrub=backend.scrub)
+    ct = train_contexts if train_contexts is not None else contexts_of(train_records)
+    ch = heldout_contexts if heldout_contexts is not None else contexts_of(heldout_records)
+    train = HeadScorer(train_records, ct, layer, head, metric, table=train_table)
+    held = HeadScorer(heldout_records, ch, layer, head, metric, table=heldout_table)
     examples = head_examples(train_records, layer, head, top_fraction=top_fraction)
-    if folder is not None:
-        _write_json(folder / "examples.json", examples)
-    base = {"model": model, "layer": int(layer), "head": int(head), "backend": backend.name}
+    folder.write_json("examples.json", examples)
+    best, rounds_run, statuses = _refine(
+        backend, train, examples, min(int(rounds), MAX_ROUNDS), limits, folder
+    )
+    builtin_name, builtin_score = held.best_builtin()
+    base = HeadResult(
+        model=train_records[0].model, layer=int(layer), head=int(head), status="no_program",
+        backend=backend.name, rounds_run=rounds_run, builtin_name=builtin_name,
+        builtin_score=_round(builtin_score), folder=folder.where, metric=held.spec.name,
+    )  # fmt: skip
+    if best is None:
+        status = "backend_error" if all(s == "backend_error" for s in statuses) else "no_program"
+        message = f"round results: {', '.join(statuses)}"
+        return folder.commit(_with(base, status=status, message=message), None, library)
+    result, action = _validate(
+        best, held, base, builtin_score, backend=backend, library=library, margin=margin,
+        duplicate_tol=duplicate_tol, limits=limits, folder=folder, n_train=len(train_records),
+    )  # fmt: skip
+    return folder.commit(result, action, library)
 
-    best: tuple[float, Proposal, int] | None = None
+
+def _with(result: HeadResult, **changes: Any) -> HeadResult:
+    return HeadResult(**{**result.to_dict(), **changes})
+
+
+def _perfect(scorer: HeadScorer, score: float) -> bool:
+    """True when ``score`` is within 1e-3 of the metric's best possible value."""
+    lo, hi = scorer.spec.range
+    target = hi if scorer.spec.higher_is_better else lo
+    return target is not None and abs(score - target) <= 1e-3
+
+
+def _refine(
+    backend: Hypothesizer,
+    scorer: HeadScorer,
+    examples: dict[str, Any],
+    n_rounds: int,
+    limits: dict[str, Any],
+    folder: HeadFolder,
+) -> tuple[_Candidate | None, int, list[str]]:
+    """The proposal rounds: ``(best candidate or None, rounds run, status of each round)``."""
+    baseline = scorer.best_builtin()
+    best: _Candidate | None = None
     feedback: Feedback | None = None
     statuses: list[str] = []
-    rounds_run = 0
-    previous_program: str | None = None
+    previous: str | None = None
     for r in range(n_rounds):
-        rounds_run = r + 1
         task = HeadTask(
             examples=examples,
-            contexts=tuple(ct),
-            attention=tuple(rec.head(layer, head) for rec in train_records),
+            contexts=tuple(scorer.contexts),
+            attention=tuple(scorer.attention),
             round=r,
             feedback=feedback,
         )
         proposal = backend.propose(task)
-        rdir = folder / f"round_{r}" if folder is not None else None
-        if rdir is not None:
-            if proposal.prompt is not None:
-                _write_text(rdir / "prompt.txt", proposal.prompt)
-            if proposal.raw_reply is not None:
-                _write_text(rdir / "reply.txt", proposal.raw_reply)
-            _write_json(rdir / "proposal.json", proposal.to_dict())
-            if proposal.program:
-                _write_text(rdir / "program.py", proposal.program)
+        folder.write_round(r, proposal)
+        about = dict(
+            round=r + 1,
+            baseline_name=baseline[0],
+            baseline_score=baseline[1],
+            metric=scorer.spec.name,
+            previous_reply=proposal.raw_reply,
+        )
         if not proposal.ok:
             statuses.append(proposal.status)
-            feedback = Feedback(
-                round=r + 1,
-                status=proposal.status,
-                message=proposal.message,
-                baseline_name=train_best[0],
-                baseline_score=train_best[1],
-                previous_reply=proposal.raw_reply,
-            )
+            feedback = Feedback(status=proposal.status, message=proposal.message, **about)
             continue
-        result = run_program(proposal.program, ct, **limits)
-        if rdir is not None:
-            _write_json(rdir / "sandbox.json", result.to_dict())
-        statuses.append(result.status)
-        if not result.ok:
-            feedback = Feedback(
-                round=r + 1,
-                status=result.status,
-                message=result.message,
-                baseline_name=train_best[0],
-                baseline_score=train_best[1],
-                previous_reply=proposal.raw_reply or proposal.program,
-                previous_program=proposal.program,
-            )
-            continue
-        pat = precomputed_pattern("program", result.matrices, ct)
-        train_score = float(np.mean(_scores(train_records, ct, layer, head, pat)))
-        if rdir is not None:
-            _write_json(
-                rdir / "score.json",
-                {"train_score": _round(train_score), "best_builtin_train": list(train_best)},
-            )
-        if best is None or train_score < best[0] - 1e-12:
-            best = (train_score, proposal, r)
-        same = proposal.program == previous_program
-        previous_program = proposal.program
-        if same or train_score <= 1e-3 or r == n_rounds - 1:
-            break
-        feedback = Feedback(
-            round=r + 1,
-            status="ok",
-            message="ran on every example sentence",
-            score=train_score,
-            baseline_name=train_best[0],
-            baseline_score=train_best[1],
-            disagreements=_disagreements(train_records, ct, layer, head, pat),
+        about.update(
             previous_reply=proposal.raw_reply or proposal.program,
             previous_program=proposal.program,
         )
-
-    def finish(**kw: Any) -> HeadResult:
-        res = HeadResult(
-            **base,
-            rounds_run=rounds_run,
-            builtin_name=builtin_name,
-            builtin_score=_round(builtin_score),
-            folder=None if folder is None else str(folder),
-            **kw,
+        ran = run_program(
+            proposal.program, scorer.contexts, trusted=backend.trusted_programs, **limits
         )
-        if folder is not None:
-            _write_json(folder / "result.json", res.to_dict())
-        return res
+        folder.write_json(f"round_{r}/sandbox.json", ran.to_dict())
+        statuses.append(ran.status)
+        if not ran.ok:
+            feedback = Feedback(status=ran.status, message=ran.message, **about)
+            continue
+        pattern = precomputed_pattern("program", ran.matrices, scorer.contexts)
+        score = scorer.score(pattern)
+        folder.write_json(
+            f"round_{r}/score.json",
+            {"train_score": _round(score), "best_builtin_train": list(baseline)},
+        )
+        if best is None or scorer.better(score, best.score):
+            best = _Candidate(score, proposal, r)
+        if proposal.program == previous or _perfect(scorer, score) or r == n_rounds - 1:
+            return best, r + 1, statuses
+        previous = proposal.program
+        feedback = Feedback(
+            status="ok",
+            message="ran on every example sentence",
+            score=score,
+            disagreements=scorer.disagreements(pattern),
+            **about,
+        )
+    return best, n_rounds, statuses
 
-    if best is None:
-        status = "backend_error" if all(s == "backend_error" for s in statuses) else "no_program"
-        return finish(status=status, message=f"round results: {', '.join(statuses)}")
 
-    train_score, proposal, best_round = best
+def _validate(
+    best: _Candidate,
+    held: HeadScorer,
+    base: HeadResult,
+    builtin: float,
+    *,
+    backend: Hypothesizer,
+    library: UserLibrary | None,
+    margin: float,
+    duplicate_tol: float,
+    limits: dict[str, Any],
+    folder: HeadFolder,
+    n_train: int,
+) -> tuple[HeadResult, LibraryAction | None]:
+    """Score the best program on held-out sentences and decide what the library should do."""
+    proposal = best.proposal
     program = proposal.program or ""
-    held = run_program(program, ch, **limits)
-    if not held.ok:
-        if folder is not None:
-            _write_json(folder / "validation.json", {"sandbox": held.to_dict()})
-        return finish(
-            status="invalid_on_heldout",
-            hypothesis=proposal.hypothesis,
-            program=program,
-            train_score=_round(train_score),
-            message=held.message,
-        )
-    pat = precomputed_pattern("program", held.matrices, ch)
-    heldout_score = float(np.mean(_scores(heldout_records, ch, layer, head, pat)))
-
-    lib_name, lib_score, duplicate = None, None, None
-    if library is not None and library.entries:
-        lib_name, lib_score, duplicate = _compare_library(
-            library, heldout_records, ch, layer, head, pat, limits, duplicate_tol
-        )
-    reference = min(builtin_score, lib_score if lib_score is not None else np.inf)
-    beats = heldout_score < builtin_score
-    accepted = library is not None and heldout_score + margin <= reference
-    entry_name = None
-    message = f"best of round {best_round}"
-    if accepted:
-        provenance = {
-            **base,
-            "backend_settings": backend.describe(),
-            "prompt_hash": proposal.prompt_hash,
-            "program_sha256": hashlib.sha256(program.encode()).hexdigest(),
-            "train_score": _round(train_score),
-            "heldout_score": _round(heldout_score),
-            "builtin_name": builtin_name,
-            "builtin_score": _round(builtin_score),
-            "library_score": _round(lib_score),
-            "n_train": len(train_records),
-            "n_heldout": len(heldout_records),
-        }
-        if duplicate is not None:
-            # near-duplicates: keep the better program on this head, record the other's origin
-            old = library.get(duplicate)
-            library.add(
-                duplicate,
-                program,
-                proposal.hypothesis,
-                provenance,
-                merged=[old.provenance, *old.merged],
-            )
-            entry_name = duplicate
-            message += f"; merged with near-duplicate {duplicate}"
-        else:
-            entry_name = f"auto_{_slug(model)}_L{layer}H{head}"
-            library.add(entry_name, program, proposal.hypothesis, provenance)
-    elif duplicate is not None:
-        library.merge(duplicate, {**base, "heldout_score": _round(heldout_score)})
-        entry_name = duplicate
-        message += f"; explained by library entry {duplicate}"
-    if folder is not None:
-        _write_json(
-            folder / "validation.json",
-            {
-                "sandbox": held.to_dict(),
-                "heldout_score": _round(heldout_score),
-                "builtin": [builtin_name, _round(builtin_score)],
-                "library": [lib_name, _round(lib_score)],
-                "margin": margin,
-                "accepted": accepted,
-            },
-        )
-    return finish(
-        status="accepted" if accepted else "validated",
+    found = _with(
+        base,
         hypothesis=proposal.hypothesis,
         program=program,
-        train_score=_round(train_score),
-        heldout_score=_round(heldout_score),
-        library_name=lib_name,
-        library_score=_round(lib_score),
-        beats_builtin=bool(beats),
+        train_score=_round(best.score),
+        message=f"best of round {best.round}",
+    )
+    ran = run_program(program, held.contexts, trusted=backend.trusted_programs, **limits)
+    if not ran.ok:
+        folder.write_json("validation.json", {"sandbox": ran.to_dict()})
+        return _with(found, status="invalid_on_heldout", message=ran.message), None
+    pattern = precomputed_pattern("program", ran.matrices, held.contexts)
+    score = held.score(pattern)
+    match = LibraryMatch()
+    if library is not None and library.entries:
+        match = held.compare_library(library, pattern, duplicate_tol=duplicate_tol, limits=limits)
+    reference = builtin
+    if match.best_score is not None and held.better(match.best_score, builtin):
+        reference = match.best_score
+    accepted = library is not None and held.beats(score, reference, margin)
+    folder.write_json(
+        "validation.json",
+        {
+            "sandbox": ran.to_dict(),
+            "metric": held.spec.name,
+            "heldout_score": _round(score),
+            "builtin": [base.builtin_name, base.builtin_score],
+            "library": [match.best_name, _round(match.best_score)],
+            "margin": margin,
+            "accepted": accepted,
+        },
+    )
+    result = _with(
+        found,
+        status="accepted" if accepted else "validated",
+        heldout_score=_round(score),
+        library_name=match.best_name,
+        library_score=_round(match.best_score),
+        beats_builtin=bool(held.better(score, builtin)),
         accepted=bool(accepted),
-        library_entry=entry_name,
-        message=message,
+    )
+    if library is None:
+        return result, None
+    provenance = {
+        "model": base.model, "layer": base.layer, "head": base.head, "backend": base.backend,
+        "metric": held.spec.name, "heldout_score": result.heldout_score,
+    }  # fmt: skip
+    action = _library_action(result, match, library, proposal, provenance, backend, n_train, held)
+    if action is None:
+        return result, None
+    verb = "merged with near-duplicate" if accepted else "explained by library entry"
+    suffix = f"; {verb} {match.duplicate}" if match.duplicate else ""
+    return _with(result, library_entry=action.name, message=result.message + suffix), action
+
+
+def _library_action(
+    result: HeadResult,
+    match: LibraryMatch,
+    library: UserLibrary,
+    proposal: Proposal,
+    provenance: dict[str, Any],
+    backend: Hypothesizer,
+    n_train: int,
+    held: HeadScorer,
+) -> LibraryAction | None:
+    """Accepted: a new entry, or the near-duplicate's entry replaced by this better program.
+    Not accepted but a near-duplicate: this head merged into that entry. Otherwise nothing.
+    (The op id is filled in by the head folder when the action is journalled.)"""
+    if not result.accepted:
+        if match.duplicate is None or _explains(library.get(match.duplicate), provenance):
+            return None  # nothing to record, or the entry already stands for this very head
+        return LibraryAction("merge", match.duplicate, "", provenance)
+    full = {
+        **provenance,
+        "backend_settings": backend.describe(),
+        "prompt_hash": proposal.prompt_hash,
+        "program_sha256": hashlib.sha256(result.program.encode()).hexdigest(),
+        "train_score": result.train_score,
+        "builtin_name": result.builtin_name,
+        "builtin_score": result.builtin_score,
+        "library_score": result.library_score,
+        "n_train": n_train,
+        "n_heldout": len(held.records),
+    }
+    merged: tuple[dict[str, Any], ...] = ()
+    name = f"auto_{_slug(result.model)}_L{result.layer}H{result.head}"
+    if match.duplicate is not None:
+        old = library.get(match.duplicate)
+        others = [p for p in (old.provenance, *old.merged) if not _same_head(p, provenance)]
+        name, merged = match.duplicate, tuple(others)
+    return LibraryAction(
+        "add", name, "", full, program=result.program, hypothesis=result.hypothesis, merged=merged
     )
 
 
-def _compare_library(
-    library: UserLibrary,
-    records: Sequence[Any],
-    contexts: Sequence[PatternContext],
-    layer: int,
-    head: int,
-    program: Pattern,
-    limits: dict[str, Any],
-    duplicate_tol: float,
-) -> tuple[str | None, float | None, str | None]:
-    """Best library entry on this head (name, held-out score) and a near-duplicate, if any."""
-    best_name, best_score, duplicate, closest = None, None, None, np.inf
-    ours = [predict(program, ctx)[0] for ctx in contexts]
-    for entry in library.entries:
-        try:
-            source = library.source(entry.name)
-        except (OSError, ValueError):
-            continue
-        status, _ = prefetch(source, contexts, **limits)
-        if status != "ok":
-            continue
-        pat = sandboxed_pattern(entry.name, source, entry.hypothesis, **limits)
-        score = float(np.mean(_scores(records, contexts, layer, head, pat)))
-        if best_score is None or score < best_score:
-            best_name, best_score = entry.name, score
-        theirs = [predict(pat, ctx)[0] for ctx in contexts]
-        dist = float(np.mean([jsd(a, b, axis=-1).mean() for a, b in zip(ours, theirs)]))
-        if dist < duplicate_tol and dist < closest:
-            duplicate, closest = entry.name, dist
-    return best_name, best_score, duplicate
+def _same_head(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("model", "layer", "head"))
+
+
+def _explains(entry: Any, provenance: dict[str, Any]) -> bool:
+    """True when library ``entry`` already lists the head of ``provenance`` (own or merged)."""
+    return any(_same_head(h, provenance) for h in entry.heads)
 
 
 # ----------------------------------------------------------------------------- many heads
@@ -513,12 +375,20 @@ def _sentences(value: Any, default: str, fallback_every: int | None = None) -> l
         return load_sentences(value)
     out = [str(s) for s in value]
     if not out:
-        raise ValueError("an empty list of sentences was given")
+        raise ValueError("an empty list of sentences was given. Fix: pass some sentences or None")
     return out
 
 
 def _digest(texts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
+
+
+def _library(library: UserLibrary | str | Path | bool | None) -> UserLibrary | None:
+    if library is None or library is True:
+        return UserLibrary()
+    if library is False:
+        return None
+    return library if isinstance(library, UserLibrary) else UserLibrary(library)
 
 
 def automate_heads(
@@ -535,6 +405,7 @@ def automate_heads(
     duplicate_tol: float = 0.05,
     sandbox_limits: dict[str, Any] | None = None,
     progress: bool = True,
+    metric: str = "jsd",
 ) -> pd.DataFrame:
     """Run the automation loop over many heads of one model, resumably.
 
@@ -543,7 +414,8 @@ def automate_heads(
         heads: ``[(layer, head), ...]``, strings like ``"5.3"``, one string ``"5.3,7.1"``, or
             None / ``"all"`` for every head.
         backend: a `Hypothesizer` (see `make_backend`).
-        out: the run folder (created; an existing one is resumed: finished heads are skipped).
+        out: the run folder (created; an existing one is resumed: finished heads are skipped,
+            a head killed while committing is completed from its journal).
         sentences: example sentences for the hypothesizer: a list, a sentence-set name, or None
             for every 8th sentence of the ``all`` set (28 sentences of every style).
         heldout: validation sentences, never shown to the hypothesizer: a list, a set name, or
@@ -554,6 +426,7 @@ def automate_heads(
         margin, duplicate_tol: acceptance margin and near-duplicate threshold (`automate_head`).
         sandbox_limits: ``cpu_seconds``, ``memory_mb``, ``timeout`` for the sandbox.
         progress: a progress bar over heads.
+        metric: a registry metric that ranks patterns (``jsd``, ``sae``, ``mae``).
 
     Returns:
         One row per head (the `HeadResult` fields), also written to ``out/summary.csv``.
@@ -564,8 +437,9 @@ def automate_heads(
         >>> df[["layer", "head", "heldout_score", "builtin_name", "builtin_score", "accepted"]]
     """
     from attn_tools.extract import extract
+    from attn_tools.scoring import score_heads
 
-    out = Path(out).expanduser()
+    spec = ranking_metric(metric)
     head_list = _parse_heads(heads, bundle.n_layers, bundle.n_heads)
     train_texts = _sentences(sentences, "all", fallback_every=8)
     held_texts = _sentences(heldout, "heldout")
@@ -575,93 +449,39 @@ def automate_heads(
             f"{len(overlap)} held-out sentences are also example sentences (e.g. "
             f"{next(iter(overlap))[:50]!r}); validation must use unseen sentences."
         )
-    if library is None or library is True:
-        lib: UserLibrary | None = UserLibrary()
-    elif library is False:
-        lib = None
-    elif isinstance(library, UserLibrary):
-        lib = library
-    else:
-        lib = UserLibrary(library)
-    local = isinstance(backend, LocalChatModel)
-    if local and backend._bundle is None and backend.model_name == bundle.source:
-        backend._bundle = bundle  # the analysed model doubles as the chat model: load once
-
-    run = {
-        "schema": RUN_SCHEMA,
-        "version": RUN_VERSION,
-        "model": bundle.name,
-        "fingerprint": bundle.fingerprint,
-        "train_sha": _digest(train_texts),
-        "heldout_sha": _digest(held_texts),
-        "backend": backend.describe(),
-        "rounds": int(rounds),
-        "margin": margin,
+    lib = _library(library)
+    if isinstance(backend, LocalChatModel):
+        backend.reuse(bundle)  # the analysed model doubles as the chat model: load once
+    run = RunFolder(out, scrub=backend.scrub)
+    settings = {
+        "model": bundle.name, "fingerprint": bundle.fingerprint, "metric": spec.name,
+        "train_sha": _digest(train_texts), "heldout_sha": _digest(held_texts),
+        "backend": backend.describe(), "rounds": int(rounds), "margin": margin,
         "library": None if lib is None else str(lib.path),
-    }
-    run_file = out / "run.json"
-    if run_file.is_file():
-        old = json.loads(run_file.read_text(encoding="utf-8"))
-        for key in ("model", "fingerprint", "train_sha", "heldout_sha"):
-            if old.get(key) != run[key]:
-                raise ValueError(
-                    f"{out} holds a run with another {key} ({old.get(key)!r} vs {run[key]!r}). "
-                    "Fix: pass a new out folder, or the same model and sentences to resume."
-                )
-        run["heads"] = sorted({*map(tuple, old.get("heads", [])), *head_list})
-    else:
-        run["heads"] = head_list
-        run["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_json(run_file, {**run, "train_sentences": train_texts, "heldout_sentences": held_texts})
+    }  # fmt: skip
+    run.open(settings, head_list, train_texts, held_texts)
 
     train = extract(bundle, train_texts, progress=False)
     held = extract(bundle, held_texts, progress=False)
     ct, ch = contexts_of(train), contexts_of(held)
-    builtins = builtin_patterns()
-    train_table = score_heads(train, builtins, contexts=ct)
-    held_table = score_heads(held, builtins, contexts=ch)
-
+    train_table = score_heads(train, builtin_patterns(), contexts=ct, metric=spec.name)
+    held_table = score_heads(held, builtin_patterns(), contexts=ch, metric=spec.name)
+    common = dict(
+        backend=backend, train_records=train, heldout_records=held, train_contexts=ct,
+        heldout_contexts=ch, rounds=rounds, library=lib, margin=margin,
+        duplicate_tol=duplicate_tol, train_table=train_table, heldout_table=held_table,
+        sandbox_limits=sandbox_limits, metric=spec.name,
+    )  # fmt: skip
     rows: list[dict[str, Any]] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(head_list), desc=f"automate · {bundle.name}", unit="head")
+    bar = _progress_bar(progress, len(head_list), bundle.name)
     try:
         for layer, head in head_list:
-            folder = out / "heads" / f"L{layer:02d}_H{head:02d}"
-            done = folder / "result.json"
-            result: dict[str, Any] | None = None
-            if done.is_file():
-                try:
-                    result = json.loads(done.read_text(encoding="utf-8"))
-                except json.JSONDecodeError:
-                    result = None
-                if result is not None and result.get("status") == "backend_error":
-                    result = None  # transient failures are retried on resume
+            folder = run.head(layer, head)
+            result = folder.finished() or folder.replay(lib)
             if result is None:
-                res = automate_head(
-                    layer,
-                    head,
-                    backend=backend,
-                    train_records=train,
-                    heldout_records=held,
-                    train_contexts=ct,
-                    heldout_contexts=ch,
-                    rounds=rounds,
-                    library=lib,
-                    margin=margin,
-                    duplicate_tol=duplicate_tol,
-                    out=folder,
-                    train_table=train_table,
-                    heldout_table=held_table,
-                    sandbox_limits=sandbox_limits,
-                )
-                result = res.to_dict()
+                result = automate_head(layer, head, folder=folder, **common).to_dict()
             rows.append(result)
-            summary = pd.DataFrame(rows).drop(columns=["program"], errors="ignore")
-            with atomic_path(out / "summary.csv", suffix=".csv") as tmp:
-                summary.to_csv(tmp, index=False)
+            run.write_summary(rows)
             if bar is not None:
                 bar.set_postfix_str(f"L{layer}H{head} {result['status']}")
                 bar.update(1)
@@ -669,3 +489,11 @@ def automate_heads(
         if bar is not None:
             bar.close()
     return pd.DataFrame(rows)
+
+
+def _progress_bar(progress: bool, total: int, name: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"automate · {name}", unit="head")

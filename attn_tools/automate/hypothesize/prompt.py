@@ -25,6 +25,7 @@ import numpy as np
 
 from attn_tools.patterns.base import Pattern, PatternContext, get_pattern, predict
 from attn_tools.patterns.context import describe_context_api
+from attn_tools.scoring import get_metric
 
 __all__ = [
     "DEFAULT_WORKED_EXAMPLES",
@@ -117,7 +118,7 @@ class Disagreement:
     query_token: str
     head_top: tuple[tuple[int, str, float], ...]
     program_top: tuple[tuple[int, str, float], ...]
-    jsd: float
+    jsd: float  # the row's value of the feedback's metric (named jsd for older run files)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Feedback:
     disagreements: tuple[Disagreement, ...] = field(default=())
     previous_reply: str | None = None
     previous_program: str | None = None
+    metric: str = "jsd"  # a registry metric: its display name and direction go in the text
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -353,6 +355,7 @@ def feedback_message(feedback: Feedback) -> str:
     lines = [f"Round {feedback.round}: your previous program's result: {feedback.status}."]
     if feedback.message and feedback.status != "ok":
         lines.append(f"Problem: {feedback.message}")
+    spec = get_metric(feedback.metric)
     if feedback.score is not None:
         ref = ""
         if feedback.baseline_name is not None and feedback.baseline_score is not None:
@@ -360,9 +363,11 @@ def feedback_message(feedback: Feedback) -> str:
                 f"; the best library pattern, {feedback.baseline_name}, scores "
                 f"{feedback.baseline_score:.3f}"
             )
+        lo, hi = spec.range
+        span = f"; from {lo:g} to {hi:g}" if lo is not None and hi is not None else ""
         lines.append(
-            f"Its Jensen-Shannon distance to the head on the example sentences is "
-            f"{feedback.score:.3f} (0 = identical, 1 = disjoint){ref}."
+            f"Its {spec.display} to the head on the example sentences is {feedback.score:.3f} "
+            f"({spec.direction}{span}){ref}."
         )
     if feedback.disagreements:
         lines.append("The rows where it disagrees most with the head:")
@@ -370,7 +375,7 @@ def feedback_message(feedback: Feedback) -> str:
             lines.append(
                 f"- sentence {d.sentence} ({d.text[:60]!r}), query {d.query} {d.query_token!r}: "
                 f"the head attends to {_fmt_top(d.head_top)}; your program predicts "
-                f"{_fmt_top(d.program_top)} (distance {d.jsd:.2f})."
+                f"{_fmt_top(d.program_top)} ({spec.display} {d.jsd:.2f})."
             )
     lines.append("Improve the program. Reply in the same JSON format.")
     return "\n".join(lines)
