@@ -201,6 +201,8 @@ def cmd_automate(args: argparse.Namespace) -> int:
         heldout=load_sentences(args.heldout),
         rounds=args.rounds,
         library=library,
+        metric=args.metric,
+        sandbox_limits={"unsafe_no_os_sandbox": True} if args.unsafe_no_os_sandbox else None,
         progress=not args.quiet,
     )
     shown = [
@@ -330,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="run folder (resumable)")
     sp.add_argument("--library", default=None, help="user pattern library folder (default: cache)")
     sp.add_argument("--no-library", action="store_true", help="do not add accepted programs")
+    sp.add_argument(
+        "--metric",
+        default="jsd",
+        choices=_MetricChoices(ranks_patterns=True),
+        metavar="METRIC",
+        help="how programs and built-ins are compared: %(choices)s (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--unsafe-no-os-sandbox",
+        action="store_true",
+        help="DANGEROUS: run LLM-written programs without the bubblewrap jail (only where "
+        "bubblewrap cannot be installed; the program could then read or change your files)",
+    )
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(fn=cmd_automate)
 
@@ -348,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except ValueError as exc:  # bad input (incl. model/pattern errors): one clear line
+        print(f"attn-tools {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if type(exc).__name__ != "SandboxUnavailable":  # no jail for LLM-written code
+            raise
         print(f"attn-tools {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

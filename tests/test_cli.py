@@ -139,3 +139,27 @@ def test_showcase_head_skips_sinks_and_follows_the_metric_direction():
     )
     assert showcase_head(fit) == (2, 2)  # lowest distance that is neither a sink nor "none"
     assert showcase_head(fit.assign(metric="argmax_accuracy")) == (1, 1)  # highest accuracy
+
+
+def test_automate_with_a_chat_backend_refuses_without_bubblewrap(tmp_path):
+    """Where bubblewrap is missing, LLM-written programs are refused before any work, with the
+    command that fixes it; nothing is sent to the server and no run folder is made."""
+    import shutil
+
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        pytest.skip("bubblewrap is not installed here: nothing to hide")
+    # a PATH without bubblewrap's folder, the interpreter called by its absolute path
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "-m", "attn_tools.cli", "automate", "--model", "minilm", "--heads",
+         "0.2", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out", str(out),
+         "--no-library", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PATH": str(bare), "OPENAI_API_KEY": "sk-test-not-used"},
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "apt-get install bubblewrap" in r.stderr and "--unsafe-no-os-sandbox" in r.stderr
+    assert not out.exists()

@@ -32,7 +32,12 @@ from attn_tools.automate.hypothesize.base import HeadTask, Hypothesizer, Proposa
 from attn_tools.automate.hypothesize.prompt import Feedback
 from attn_tools.automate.library import UserLibrary
 from attn_tools.automate.run import HeadFolder, HeadResult, LibraryAction, RunFolder
-from attn_tools.automate.sandbox import contexts_of, precomputed_pattern, run_program
+from attn_tools.automate.sandbox import (
+    contexts_of,
+    precomputed_pattern,
+    require_os_sandbox,
+    run_program,
+)
 from attn_tools.patterns.base import PatternContext
 
 __all__ = ["MAX_ROUNDS", "HeadResult", "automate_head", "automate_heads", "builtin_patterns"]
@@ -424,7 +429,11 @@ def automate_heads(
         library: a `UserLibrary`, a folder for one, None for the default library in the cache,
             or False to compare with built-ins only and store nothing.
         margin, duplicate_tol: acceptance margin and near-duplicate threshold (`automate_head`).
-        sandbox_limits: ``cpu_seconds``, ``memory_mb``, ``timeout`` for the sandbox.
+        sandbox_limits: ``cpu_seconds``, ``memory_mb``, ``timeout`` for the sandbox, and
+            ``unsafe_no_os_sandbox=True`` to run LLM-written programs without bubblewrap
+            (dangerous: only the language layer then stands between the program and your
+            files). Without bubblewrap and without that opt-in, a chat backend is refused
+            before any work (`SandboxUnavailable`, with the install command).
         progress: a progress bar over heads.
         metric: a registry metric that ranks patterns (``jsd``, ``sae``, ``mae``).
 
@@ -450,6 +459,9 @@ def automate_heads(
             f"{next(iter(overlap))[:50]!r}); validation must use unseen sentences."
         )
     lib = _library(library)
+    unsafe = bool((sandbox_limits or {}).get("unsafe_no_os_sandbox", False))
+    if not backend.trusted_programs and not unsafe:
+        require_os_sandbox()  # LLM-written programs: refuse before any work, with the fix
     if isinstance(backend, LocalChatModel):
         backend.reuse(bundle)  # the analysed model doubles as the chat model: load once
     run = RunFolder(out, scrub=backend.scrub)
