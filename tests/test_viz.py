@@ -460,7 +460,7 @@ def test_write_figures_skips_a_pattern_that_predicts_no_row(smollm2_records, tmp
     """On a decoder `next_token` predicts nothing; scored on own rows it has no score at all."""
     from attn_tools.classify import best_fit
 
-    recs = smollm2_records[:4]
+    recs = smollm2_records[:6]  # at least the support rule's 5 sentences
     pats = ["next_token", "previous_token", "first_token", "uniform"]
     ranked = score_heads(recs, pats, rows="scored")
     assert ranked.loc[ranked["pattern"] == "next_token", "mean"].isna().all()

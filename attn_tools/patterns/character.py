@@ -26,7 +26,13 @@ def _unit_of_token(ctx: PatternContext) -> np.ndarray:
     return unit
 
 
-@pattern(name="same_word", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="same_word",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#31a354",
+    phrase="the other pieces of its word",
+)
 def same_word(ctx: PatternContext) -> np.ndarray:
     """Each word piece attends evenly to the *other* pieces of its word (``un ##bel ##ie``).
 
@@ -38,7 +44,13 @@ def same_word(ctx: PatternContext) -> np.ndarray:
     return out.astype(np.float64)
 
 
-@pattern(name="word_start", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="word_start",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#3182bd",
+    phrase="the first piece of its word",
+)
 def word_start(ctx: PatternContext) -> np.ndarray:
     """Each token attends to the first piece of its word (a first piece attends to itself)."""
     out = np.zeros((ctx.n, ctx.n))
@@ -48,7 +60,7 @@ def word_start(ctx: PatternContext) -> np.ndarray:
     return out
 
 
-@pattern(name="same_text", family=_FAMILY)
+@pattern(name="same_text", family=_FAMILY, color="#e6550d", phrase="tokens with the same text")
 def same_text(ctx: PatternContext) -> np.ndarray:
     """Each token attends evenly to the *other* tokens that spell the same text, ignoring case
     and tokenizer markers (``The`` and ``Ġthe`` match; ids need not). Unique tokens: self."""

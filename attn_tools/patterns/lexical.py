@@ -24,7 +24,7 @@ __all__: list[str] = []
 _FAMILY = "lexical"
 
 
-@pattern(name="punctuation", family=_FAMILY)
+@pattern(name="punctuation", family=_FAMILY, color="#bcbd22", phrase="the punctuation after it")
 def punctuation(ctx: PatternContext) -> np.ndarray:
     """Each token attends evenly to the punctuation tokens after it (``k > q``).
 
@@ -36,7 +36,13 @@ def punctuation(ctx: PatternContext) -> np.ndarray:
     return ahead * ctx.punct_mask[None, :]
 
 
-@pattern(name="repetition", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="repetition",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#17becf",
+    phrase="other occurrences of its word",
+)
 def repetition(ctx: PatternContext) -> np.ndarray:
     """Each word attends evenly to the *other* occurrences of the same word (case-insensitive).
 
@@ -59,13 +65,18 @@ def _duplicates(ctx: PatternContext) -> np.ndarray:
     return np.tril(ids[:, None] == ids[None, :], k=-1).astype(np.float64)
 
 
-@pattern(name="previous_token_head", family=_FAMILY)
+@pattern(name="previous_token_head", family=_FAMILY, color="#393b79", phrase="the previous token")
 def previous_token_head(ctx: PatternContext) -> np.ndarray:
     """TransformerLens previous-token head: token ``q`` attends to ``q - 1`` (row 0 empty)."""
     return np.eye(ctx.n, k=-1)
 
 
-@pattern(name="duplicate_token_head", family=_FAMILY)
+@pattern(
+    name="duplicate_token_head",
+    family=_FAMILY,
+    color="#9edae5",
+    phrase="earlier copies of its token",
+)
 def duplicate_token_head(ctx: PatternContext) -> np.ndarray:
     """TransformerLens duplicate-token head: each token attends to earlier tokens with its id.
 
@@ -74,7 +85,12 @@ def duplicate_token_head(ctx: PatternContext) -> np.ndarray:
     return _duplicates(ctx)
 
 
-@pattern(name="induction_head", family=_FAMILY)
+@pattern(
+    name="induction_head",
+    family=_FAMILY,
+    color="#e377c2",
+    phrase="the token after an earlier copy of itself",
+)
 def induction_head(ctx: PatternContext) -> np.ndarray:
     """TransformerLens induction head: token ``q`` attends to the token *after* each earlier
     occurrence of its id (``A B ... A`` → the second ``A`` attends to ``B``)."""

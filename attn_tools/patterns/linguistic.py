@@ -47,7 +47,13 @@ def _empty_words(ctx: PatternContext) -> np.ndarray:
     return np.zeros((w, w))
 
 
-@pattern(name="pos_alignment", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="pos_alignment",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#637939",
+    phrase="words with the same part of speech",
+)
 def pos_alignment(ctx: PatternContext) -> np.ndarray:
     """Each word attends evenly to every word with its coarse POS tag (itself included).
 
@@ -69,19 +75,37 @@ def _arc_matrix(ctx: PatternContext, *, to_head: bool, to_children: bool) -> np.
     return ctx.words_to_tokens(m)
 
 
-@pattern(name="dependency", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="dependency",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#843c39",
+    phrase="its syntactic head and children",
+)
 def dependency(ctx: PatternContext) -> np.ndarray:
     """Each word attends evenly to its syntactic head and its children (both directions)."""
     return _arc_matrix(ctx, to_head=True, to_children=True)
 
 
-@pattern(name="dependency_to_head", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="dependency_to_head",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#ad494a",
+    phrase="its syntactic head",
+)
 def dependency_to_head(ctx: PatternContext) -> np.ndarray:
     """Each word attends to its syntactic head (the root: self fallback)."""
     return _arc_matrix(ctx, to_head=True, to_children=False)
 
 
-@pattern(name="dependency_to_children", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="dependency_to_children",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#e7969c",
+    phrase="its syntactic children",
+)
 def dependency_to_children(ctx: PatternContext) -> np.ndarray:
     """Each word attends evenly to its syntactic children (leaves: self fallback)."""
     return _arc_matrix(ctx, to_head=False, to_children=True)
@@ -105,6 +129,26 @@ def _relation_arcs(ctx: PatternContext, label: str) -> tuple[np.ndarray, np.ndar
         ctx._memo["arc_labels"] = np.array([r.lower() for r in ctx.word_attr("dep")[d].tolist()])
     keep = ctx._memo["arc_labels"] == label.lower()
     return d[keep], h[keep]
+
+
+# figure colours of the default relations (dependent → head); other relations and the reverse
+# direction get a colour derived from their name
+_RELATION_COLORS = {
+    "det": "#7b4173",
+    "nsubj": "#a55194",
+    "nsubjpass": "#ce6dbd",
+    "dobj": "#de9ed6",
+    "pobj": "#5254a3",
+    "prep": "#6b6ecf",
+    "amod": "#9c9ede",
+    "advmod": "#8ca252",
+    "aux": "#b5cf6b",
+    "auxpass": "#cedb9c",
+    "poss": "#8c6d31",
+    "compound": "#bd9e39",
+    "conj": "#e7ba52",
+    "cc": "#e7cb94",
+}
 
 
 def _relation_pattern(rel: str, *, reverse: bool) -> Pattern:
@@ -132,6 +176,8 @@ def _relation_pattern(rel: str, *, reverse: bool) -> Pattern:
         description=f"{what} (other words: self fallback)",
         fn=fn,
         needs_parse=True,
+        color="" if reverse else _RELATION_COLORS.get(label, ""),
+        phrase=f"its {label} dependents" if reverse else f"its head when it is a {label} dependent",
     )
 
 
@@ -151,12 +197,19 @@ def dep_rev(rel: str) -> Pattern:
 # (a determiner cannot see its noun, but the noun can see its determiner).
 for _rel in DEFAULT_RELATIONS:
     for _made in (dep(_rel), dep_rev(_rel)):
-        pattern(name=_made.name, family=_FAMILY, description=_made.description, needs_parse=True)(
-            _made.fn
-        )
+        pattern(
+            name=_made.name, family=_FAMILY, description=_made.description, needs_parse=True,
+            color=_made.color, phrase=_made.phrase,
+        )(_made.fn)  # fmt: skip
 
 
-@pattern(name="noun_modifier", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="noun_modifier",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#98df8a",
+    phrase="the noun it modifies",
+)
 def noun_modifier(ctx: PatternContext) -> np.ndarray:
     """Each modifier of a noun attends to that noun (det, amod, compound, nummod, poss, nmod,
     predet whose head is a NOUN or PROPN: "the big red ball" → the, big, red → ball)."""
@@ -170,7 +223,13 @@ def noun_modifier(ctx: PatternContext) -> np.ndarray:
     return ctx.words_to_tokens(m)
 
 
-@pattern(name="pronoun", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="pronoun",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#ff9896",
+    phrase="earlier nouns (from pronouns)",
+)
 def pronoun(ctx: PatternContext) -> np.ndarray:
     """Each pronoun (POS PRON) attends evenly to the nouns and proper nouns before it — its
     candidate antecedents ("Mira said she ..." → she → Mira). Other words fall back to self."""
@@ -180,7 +239,13 @@ def pronoun(ctx: PatternContext) -> np.ndarray:
     return ctx.words_to_tokens(earlier * (pos == "PRON")[:, None] * nominal[None, :])
 
 
-@pattern(name="preposition", family=_FAMILY, needs_parse=True)
+@pattern(
+    name="preposition",
+    family=_FAMILY,
+    needs_parse=True,
+    color="#c5b0d5",
+    phrase="a preposition's head and object",
+)
 def preposition(ctx: PatternContext) -> np.ndarray:
     """Each preposition (POS ADP) attends evenly to the word it attaches to (its head) and to its
     object (children with relation pobj or pcomp): "sat on the mat" → on → sat, mat."""

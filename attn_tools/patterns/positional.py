@@ -19,25 +19,25 @@ __all__ = ["offset"]
 _FAMILY = "positional"
 
 
-@pattern(name="next_token", family=_FAMILY)
+@pattern(name="next_token", family=_FAMILY, color="#ff7f0e", phrase="the next token")
 def next_token(ctx: PatternContext) -> np.ndarray:
     """Each token attends to the token right after it (the last token: self fallback)."""
     return np.eye(ctx.n, k=1)
 
 
-@pattern(name="previous_token", family=_FAMILY)
+@pattern(name="previous_token", family=_FAMILY, color="#1f77b4", phrase="the previous token")
 def previous_token(ctx: PatternContext) -> np.ndarray:
     """Each token attends to the token right before it (the first token: self fallback)."""
     return np.eye(ctx.n, k=-1)
 
 
-@pattern(name="self", family=_FAMILY)
+@pattern(name="self", family=_FAMILY, color="#2ca02c", phrase="itself")
 def self_(ctx: PatternContext) -> np.ndarray:
     """Each token attends to itself."""
     return np.eye(ctx.n)
 
 
-@pattern(name="first_token", family=_FAMILY)
+@pattern(name="first_token", family=_FAMILY, color="#d62728", phrase="the first token")
 def first_token(ctx: PatternContext) -> np.ndarray:
     """Every token attends to position 0 ([CLS] or the BOS: the usual attention sink)."""
     out = np.zeros((ctx.n, ctx.n))
@@ -45,7 +45,7 @@ def first_token(ctx: PatternContext) -> np.ndarray:
     return out
 
 
-@pattern(name="last_token", family=_FAMILY)
+@pattern(name="last_token", family=_FAMILY, color="#9467bd", phrase="the last token")
 def last_token(ctx: PatternContext) -> np.ndarray:
     """Every token attends to the last position ([SEP]/EOS when the tokenizer appends one).
 
@@ -56,10 +56,13 @@ def last_token(ctx: PatternContext) -> np.ndarray:
     return out
 
 
-@pattern(name="uniform", family=_FAMILY)
+@pattern(name="uniform", family=_FAMILY, color="#8c564b", phrase="all visible tokens evenly")
 def uniform(ctx: PatternContext) -> np.ndarray:
     """Every token attends evenly to every token it can see (all, or ``k ≤ q`` in a decoder)."""
     return np.ones((ctx.n, ctx.n))
+
+
+_OFFSET_COLORS = {-2: "#aec7e8", 2: "#ffbb78"}  # the default offsets' figure colours
 
 
 @pattern_factory("offset", example="offset(-2)")
@@ -80,6 +83,7 @@ def offset(k: str | int) -> Pattern:
         return np.eye(ctx.n, k=step)
 
     where = "before" if step < 0 else "after"
+    ahead = "back" if step < 0 else "ahead"
     return Pattern(
         name=f"offset({step})",
         family=_FAMILY,
@@ -89,10 +93,15 @@ def offset(k: str | int) -> Pattern:
             else "Each token attends to itself"
         ),
         fn=fn,
+        color=_OFFSET_COLORS.get(step, ""),
+        phrase=f"the token {abs(step)} {ahead}" if step else "itself",
     )
 
 
 # Two non-adjacent offsets are part of the default set; any other k is available by name.
 for _k in (-2, 2):
     _made = offset(_k)
-    pattern(name=_made.name, family=_FAMILY, description=_made.description)(_made.fn)
+    pattern(
+        name=_made.name, family=_FAMILY, description=_made.description, color=_made.color,
+        phrase=_made.phrase,
+    )(_made.fn)  # fmt: skip

@@ -23,19 +23,24 @@ def _columns(ctx: PatternContext, mask: np.ndarray) -> np.ndarray:
     return np.broadcast_to(mask.astype(np.float64)[None, :], (ctx.n, ctx.n)).copy()
 
 
-@pattern(name="special_tokens", family=_FAMILY)
+@pattern(name="special_tokens", family=_FAMILY, color="#c49c94", phrase="the special tokens")
 def special_tokens(ctx: PatternContext) -> np.ndarray:
     """Every token attends evenly to the special tokens ([CLS] and [SEP], or the BOS/EOS)."""
     return _columns(ctx, ctx.special_mask)
 
 
-@pattern(name="punctuation_sink", family=_FAMILY)
+@pattern(name="punctuation_sink", family=_FAMILY, color="#dbdb8d", phrase="the punctuation tokens")
 def punctuation_sink(ctx: PatternContext) -> np.ndarray:
     """Every token attends evenly to all punctuation tokens, before or after it."""
     return _columns(ctx, ctx.punct_mask)
 
 
-@pattern(name="special_or_punctuation", family=_FAMILY)
+@pattern(
+    name="special_or_punctuation",
+    family=_FAMILY,
+    color="#f7b6d2",
+    phrase="the special and punctuation tokens",
+)
 def special_or_punctuation(ctx: PatternContext) -> np.ndarray:
     """Every token attends evenly to the special and punctuation tokens together."""
     return _columns(ctx, ctx.special_mask | ctx.punct_mask)

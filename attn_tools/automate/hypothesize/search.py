@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from attn_tools.patterns.base import Pattern, PatternContext, get_pattern, list_patterns, predict
+from attn_tools.patterns.base import (
+    Pattern,
+    PatternContext,
+    PatternError,
+    get_pattern,
+    list_patterns,
+    predict,
+)
 from attn_tools.scoring import jsd
 
 __all__ = [
@@ -50,33 +57,6 @@ __all__ = [
 EXTRA_ATOMS = ("offset(-3)", "offset(3)")
 _GRID = np.array([0.05, 0.15, 0.3, 0.5, 0.7, 0.9])
 _CANDIDATES = 8  # atoms line-searched per forward step
-
-_PHRASES = {
-    "previous_token": "the previous token",
-    "previous_token_head": "the previous token",
-    "next_token": "the next token",
-    "self": "itself",
-    "first_token": "the first token",
-    "last_token": "the last token",
-    "uniform": "all visible tokens evenly",
-    "special_tokens": "the special tokens",
-    "punctuation_sink": "the punctuation tokens",
-    "special_or_punctuation": "the special and punctuation tokens",
-    "punctuation": "the punctuation after it",
-    "repetition": "other occurrences of its word",
-    "same_text": "tokens with the same text",
-    "duplicate_token_head": "earlier copies of its token",
-    "induction_head": "the token after an earlier copy of itself",
-    "dependency_to_head": "its syntactic head",
-    "dependency_to_children": "its syntactic children",
-    "dependency": "its syntactic head and children",
-    "pos_alignment": "words with the same part of speech",
-    "word_start": "the first piece of its word",
-    "noun_modifier": "the noun it modifies",
-    "pronoun": "earlier nouns (from pronouns)",
-    "preposition": "a preposition's head and object",
-    "same_word": "the other pieces of its word",
-}
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -110,17 +90,12 @@ class Atom:
         return text
 
     def _phrase(self) -> str:
-        m = re.fullmatch(r"offset\((-?\d+)\)", self.name)
-        if m:
-            k = int(m.group(1))
-            text = "itself" if k == 0 else f"the token {abs(k)} {'back' if k < 0 else 'ahead'}"
-        elif self.name.startswith("dep("):
-            text = f"its head when it is a {self.name[4:-1]} dependent"
-        elif self.name.startswith("dep_rev("):
-            text = f"its {self.name[8:-1]} dependents"
-        else:
-            text = _PHRASES.get(self.name, f"the `{self.name}` pattern")
-        return text
+        # the phrase lives on the pattern (set in @pattern or by its factory)
+        try:
+            phrase = get_pattern(self.name).phrase
+        except (PatternError, ValueError, KeyError):
+            phrase = ""
+        return phrase or f"the `{self.name}` pattern"
 
 
 @dataclass(frozen=True)
