@@ -53,7 +53,7 @@ from attn_tools.scoring import (
     metric_names,
     score_heads,
 )
-from attn_tools.text import pooling_matrices
+from attn_tools.text import pool_patterns, pooling_matrices
 
 __all__ = [
     "MIN_COVERAGE",
@@ -550,13 +550,13 @@ def _flat_inputs(rec: Any, ctx: Any, pats: Sequence[Pattern], level: str):
     """``(A [M, c], P [Q, c], n)``: row-normalised attention and patterns, flattened cells."""
     att = rec.attention
     L, H, n, _ = att.shape
-    P, _ = predict_many(pats, ctx)
+    P, mass = predict_many(pats, ctx)
     A = att.reshape(L * H, n, n).astype(np.float64)
     A = A / A.sum(axis=-1, keepdims=True)
     if level == "word":
         sum_to, mean_from = pooling_matrices(ctx.alignment)
         A = mean_from @ A @ sum_to.T
-        P = mean_from @ P @ sum_to.T
+        P, _ = pool_patterns(P, mass, ctx.alignment)
     m = A.shape[-1]
     return A.reshape(len(A), m * m), P.reshape(len(P), m * m), m
 
