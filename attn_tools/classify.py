@@ -1,4 +1,7 @@
-"""Turn a score table into findings: best fit per head, top heads, held-out checks, mixtures.
+"""Turn a score table into findings: the support rule, best fit per head, top heads.
+
+Held-out checks live in `attn_tools.consistency` and mixtures in `attn_tools.mixtures` (both also
+importable from here).
 
 All functions read the tidy table of `attn_tools.scoring.score_heads` (one metric per table) and
 respect its direction: "best" is the lowest distance (``jsd``, ``sae``, ``mae``) or the highest
@@ -26,6 +29,19 @@ How `best_fit` labels a head (also in ``df.attrs["rule"]``, one line, for figure
    *threshold* — its score is at least as good as the fixed ``threshold``.
    Both verdicts are reported (``beats_baseline``, ``passes_threshold``); ``rule`` says which
    decided.
+
+The baseline test comes in two forms. The *fast* rule (default, ``ci=None``) compares means, as
+above. The *calibrated* rule (``ci=0.95``, used by the README and the poster; `label_heads`)
+asks whether the win would survive other sentences: for every sentence it takes the head's gain
+``baseline − best`` (in metric units, oriented so that positive means the pattern fits better)
+against both the ``uniform`` pattern and ``shuffled(<best>)``, resamples the sentences
+``n_boot`` times (seeded; one set of resamples for all heads of a model, so it is one matrix
+product), and labels the head only if the percentile interval of the mean gain lies above
+``min_effect`` (default 0) for *both* baselines. Requiring both intervals to exclude zero is an
+intersection–union test, so it keeps the ``1 − ci`` error level without a multiplicity
+correction. The reported *effect* is the gain over the harder of the two baselines (the one whose
+interval starts lower), with that interval: "on an unseen sentence this head's rows are, on
+average, ``effect`` JSD closer to the pattern than to its chance version".
 """
 
 from __future__ import annotations
@@ -35,39 +51,34 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import cho_factor, solve_triangular
-from scipy.optimize import nnls
 
+from attn_tools.bootstrap import paired_interval, resample_counts
 from attn_tools.patterns import (
     Pattern,
-    build_contexts,
-    predict_many,
     resolve_patterns,
 )
 from attn_tools.scoring import (
     Level,
     Metric,
     Rows,
-    ScoreOptions,
     get_metric,
     metric_names,
     score_heads,
 )
-from attn_tools.text import pooling_matrices
 
 __all__ = [
     "MIN_COVERAGE",
     "MIN_ROWS",
     "MIN_SENTENCES",
+    "N_BOOT",
     "best_fit",
-    "consistency",
-    "linear_fit",
+    "label_heads",
     "supported",
     "top_heads",
     "with_shuffled",
 ]
 
-Baseline = Literal["uniform", "shuffled"]
+Baseline = Literal["uniform", "shuffled", "both"]
 HEAD_KEYS = ["model", "layer", "head"]
 BEST_FIT_COLUMNS = (
     "model", "layer", "head", "best_pattern", "best_score", "label", "tied",
@@ -79,6 +90,8 @@ BEST_FIT_COLUMNS = (
 MIN_SENTENCES = 5
 MIN_ROWS = 20
 MIN_COVERAGE = 0.5
+#: bootstrap resamples of sentences for the calibrated rule (`best_fit` with ``ci``).
+N_BOOT = 1000
 _SUPPORT_COLUMNS = ("rows", "coverage", "n_rows", "support_sentences")
 
 
@@ -159,6 +172,10 @@ def _rule_text(
     min_coverage: float = 0.0,
     min_sentences: int = 0,
     min_rows: int = 0,
+    *,
+    ci: float | None = None,
+    n_boot: int = N_BOOT,
+    min_effect: float = 0.0,
 ) -> str:
     """The labelling rule in one line, for captions (``best_fit(...).attrs["rule"]``)."""
     hib = get_metric(metric).higher_is_better
@@ -168,14 +185,28 @@ def _rule_text(
     )
     among = f" (of patterns predicting {' and '.join(needs)})" if needs else ""
     best = f"label = pattern with the {'highest' if hib else 'lowest'} {metric}{among}"
+    against = {
+        "uniform": "the head's uniform pattern",
+        "shuffled": "its own shuffled version",
+        "both": "both the head's uniform pattern and its own shuffled version",
+    }
     tests = []
-    if baseline == "uniform":
+    if ci is not None and baseline is not None:
+        tests.append(
+            f"its per-sentence {metric} gain over {against[baseline]} has a {ci:.0%} paired "
+            f"bootstrap interval ({n_boot} resamples of sentences) above {min_effect:g}"
+        )
+    elif baseline == "uniform":
         tests.append(f"it beats the head's uniform-pattern {metric} by ≥ {margin:g}")
     elif baseline == "shuffled":
         tests.append(f"it beats its own shuffled version's {metric} by ≥ {margin:g}")
+    elif baseline == "both":
+        tests.append(f"it beats {against[baseline]} ({metric}) by ≥ {margin:g}")
     if threshold is not None:
         tests.append(f"its {metric} {'≥' if hib else '≤'} {threshold:g}")
     rule = f"{best} if {' and '.join(tests)}; else 'none'" if tests else f"{best} (no cut-off)"
+    if ci is not None and baseline is not None:
+        rule += "; effect = gain over the harder baseline, with its interval"
     return f"{rule}; ties within {tie:g} listed"
 
 
@@ -211,41 +242,82 @@ def best_fit(
     scores: pd.DataFrame,
     *,
     threshold: float | None = None,
-    baseline: Baseline | None = "uniform",
+    baseline: Baseline | Literal["auto"] | None = "auto",
     margin: float = 0.05,
     tie_tolerance: float = 0.01,
     min_coverage: float = MIN_COVERAGE,
     min_sentences: int = MIN_SENTENCES,
     min_rows: int = MIN_ROWS,
+    ci: float | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    min_effect: float = 0.0,
 ) -> pd.DataFrame:
     """The best-fitting pattern of every head, with a "no pattern" verdict (see module docstring).
+
+    Two rules decide whether the best pattern becomes the label. The *fast* rule (the default,
+    ``ci=None``: any score table works) compares means: the best pattern must beat the baseline
+    by ``margin``. The *calibrated* rule (``ci=0.95``; what the README and the poster use) tests
+    it: per sentence, the gain of the best pattern over each baseline (the head's ``uniform``
+    score and the score of ``shuffled(<best>)``), and a paired bootstrap over sentences
+    (``n_boot`` resamples, seeded, all heads at once) whose ``ci`` interval must lie above
+    ``min_effect`` for both baselines. It needs a table scored with ``per_sentence=True`` on
+    ``with_shuffled(patterns)`` plus ``uniform``; `label_heads` does all of it in one call.
 
     Args:
         scores: `score_heads` output (one metric).
         threshold: a fixed score the best pattern must reach (None: not used).
         baseline: ``"uniform"`` (the ``uniform`` pattern must be in the table), ``"shuffled"``
-            (the ``shuffled(<pattern>)`` rows must be: score `with_shuffled` patterns) or None.
-        margin: how much better than the baseline the best pattern must be.
+            (the ``shuffled(<pattern>)`` rows must be: score `with_shuffled` patterns),
+            ``"both"`` (both), None (no baseline) or ``"auto"``: ``"uniform"`` for the fast
+            rule, ``"both"`` for the calibrated one.
+        margin: fast rule: how much better than the baseline's mean the best pattern must be.
         tie_tolerance: patterns within this of the best are listed in ``tied``.
         min_coverage, min_sentences, min_rows: the support rule (`supported`): a pattern is a
             candidate only where it predicts rows itself in enough sentences, on enough rows and
             (on tables averaged over all rows) on enough of the rows.
+        ci: None for the fast rule, else the calibrated rule's interval coverage (e.g. 0.95).
+        n_boot, seed: bootstrap resamples of sentences and their seed (calibrated rule).
+        min_effect: calibrated rule: the interval's lower end must exceed this gain (metric
+            units; 0 = "excludes zero").
 
     Returns:
         One row per (model, layer, head): ``model, layer, head, best_pattern, best_score, label,
         tied, baseline_score, threshold, rule`` then ``beats_baseline, passes_threshold,
-        metric``. ``df.attrs["rule"]`` is the rule in one line.
+        metric``. The calibrated rule adds, in metric units with "positive = the best pattern
+        fits better": ``gain_uniform``, ``gain_uniform_low``, ``gain_uniform_high`` (mean
+        per-sentence gain over the uniform baseline and its interval), the same for
+        ``gain_shuffled``, then ``effect, ci_low, ci_high`` — the gain over the *harder*
+        baseline (the one whose interval starts lower), named in ``effect_baseline`` and whose
+        mean score is ``baseline_score`` — ``ci`` (the coverage) and ``n_paired`` (sentences
+        paired). ``df.attrs["rule"]`` is the rule in one line.
 
     Example:
-        >>> fit = best_fit(score_heads(records))
-        >>> fit[fit.label != "none"]
+        >>> fit = best_fit(score_heads(records))                       # fast rule
+        >>> fit = label_heads(records, ["previous_token", "first_token"])  # calibrated rule
+        >>> fit[fit.label != "none"][["layer", "head", "label", "effect", "ci_low", "ci_high"]]
     """
     metric = _metric_of(scores)
     spec = get_metric(metric)
     hib = spec.higher_is_better
-    if baseline not in ("uniform", "shuffled", None):
-        raise ValueError(f"baseline must be 'uniform', 'shuffled' or None, got {baseline!r}")
-    if spec.raw and baseline == "uniform":
+    if baseline not in ("auto", "uniform", "shuffled", "both", None):
+        raise ValueError(
+            f"baseline must be 'auto', 'uniform', 'shuffled', 'both' or None, got {baseline!r}"
+        )
+    if baseline == "auto":
+        baseline = "uniform" if ci is None else "both"
+    if ci is not None:
+        if baseline is None:
+            raise ValueError(
+                "the calibrated rule (ci=...) tests the label against a baseline; baseline=None "
+                "leaves nothing to test. Fix: baseline='both' (default), 'uniform' or "
+                "'shuffled', or ci=None for the fast rule."
+            )
+        if not 0.0 < ci < 1.0:
+            raise ValueError(
+                f"ci must be a coverage strictly between 0 and 1 (e.g. 0.95), got {ci}"
+            )
+    if spec.raw and baseline in ("uniform", "both"):
         raise ValueError(
             f"best_fit with metric={metric!r} cannot use the uniform baseline: {metric} scores raw "
             "detection patterns (TransformerLens), where the all-ones uniform pattern always "
@@ -263,7 +335,7 @@ def best_fit(
         scores, min_sentences=min_sentences, min_rows=min_rows, min_coverage=min_coverage
     )
     candidates = df[~_is_baseline(df["pattern"]) & np.isfinite(df["mean"]) & support]
-    if baseline == "uniform":
+    if baseline in ("uniform", "both"):
         candidates = candidates[candidates["pattern"] != "uniform"]
     candidates, aliases = _merge_aliases(candidates)
     if not np.isfinite(df["mean"]).any():
@@ -281,31 +353,22 @@ def best_fit(
     if len(every_head) != len(out):
         out = out.reindex(every_head)
         out["tied"] = [t if isinstance(t, tuple) else () for t in out["tied"]]
+    calibrated = None
     if baseline is None:
         out["baseline_score"] = np.nan
+        out["beats_baseline"] = pd.NA
+    elif ci is not None:
+        calibrated = _calibrate(scores, out, baseline, spec, ci, n_boot, seed, min_effect)
+        out["baseline_score"] = calibrated.pop("baseline_score")
+        out["beats_baseline"] = calibrated.pop("beats").astype(object)
     else:
         table = df.set_index([*HEAD_KEYS, "pattern"])["mean"]
-        has_best = out["best_pattern"].notna()
-        if baseline == "uniform":
-            names = pd.Series("uniform", index=out.index)
-            fix = "score the 'uniform' pattern too (it is a built-in)"
-        else:
-            names = "shuffled(" + out["best_pattern"].astype(str) + ")"
-            fix = "score with_shuffled(patterns)"
-        wanted = [(*key, name) for key, name in zip(out.index, names)]
-        missing = [w for w, ok in zip(wanted, has_best) if ok and w not in table.index]
-        if missing:
-            raise ValueError(
-                f"baseline={baseline!r} needs the pattern {missing[0][-1]!r} for head "
-                f"{missing[0][:3]} but the score table has no such row. Fix: {fix}, or pass "
-                "baseline=None."
-            )
-        out["baseline_score"] = table.reindex(wanted).to_numpy()
-    base_signed = -out["baseline_score"] if hib else out["baseline_score"]
-    if baseline is None:
-        out["beats_baseline"] = pd.NA
-    else:
-        out["beats_baseline"] = (out["signed"] <= base_signed - margin).astype(object)
+        passed = np.ones(len(out), dtype=bool)
+        for name in ("uniform", "shuffled") if baseline == "both" else (baseline,):
+            out["baseline_score"] = _baseline_scores(table, out, name, "mean")
+            base_signed = -out["baseline_score"] if hib else out["baseline_score"]
+            passed &= (out["signed"] <= base_signed - margin).to_numpy()
+        out["beats_baseline"] = pd.Series(passed, index=out.index).astype(object)
     out["threshold"] = np.nan if threshold is None else float(threshold)
     if threshold is None:
         out["passes_threshold"] = pd.NA
@@ -323,9 +386,16 @@ def best_fit(
         name for name, on in (("baseline", baseline), ("threshold", threshold)) if on is not None
     ]
     out["rule"] = "+".join(used) if used else "best"
+    if calibrated is not None:
+        out["rule"] = out["rule"].str.replace("baseline", "calibrated", regex=False)
     out["metric"] = metric
+    extra = []
+    if calibrated is not None:
+        for col in calibrated.columns:
+            out[col] = calibrated[col]
+        extra = list(calibrated.columns)
     out = out.reset_index()
-    cols = [*BEST_FIT_COLUMNS, "beats_baseline", "passes_threshold", "metric"]
+    cols = [*BEST_FIT_COLUMNS, "beats_baseline", "passes_threshold", "metric", *extra]
     result = out[cols].reset_index(drop=True)
     result.attrs = {
         "aliases": aliases,
@@ -341,7 +411,14 @@ def best_fit(
             min_coverage if (scores["rows"].astype(str) == "all").any() else 0.0,
             min_sentences,
             min_rows,
+            ci=ci,
+            n_boot=n_boot,
+            min_effect=min_effect,
         ),
+        "ci": ci,
+        "min_effect": min_effect,
+        "n_boot": n_boot if ci is not None else None,
+        "seed": seed if ci is not None else None,
         "metric": metric,
         "baseline": baseline,
         "threshold": threshold,
@@ -349,6 +426,172 @@ def best_fit(
         "tie_tolerance": tie_tolerance,
     }
     return result
+
+
+def label_heads(
+    records: Sequence[Any],
+    patterns: Iterable[str | Pattern] | None = None,
+    *,
+    metric: Metric = "jsd",
+    ci: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: Level = "token",
+    rows: Rows = "all",
+    contexts: Iterable[Any] | None = None,
+    drop_keys: Any = None,
+    progress: bool = False,
+    **fit_options: Any,
+) -> pd.DataFrame:
+    """Label every head with the calibrated rule in one call: score, then `best_fit` with ``ci``.
+
+    Scores ``patterns`` (default: every registered one), their ``shuffled(...)`` versions and
+    ``uniform`` with per-sentence scores, then applies the calibrated rule (see `best_fit`).
+    ``fit_options`` go to `best_fit` (``min_effect``, ``threshold``, the support minimums, ...).
+
+    Example:
+        >>> fit = label_heads(extract(load_model("minilm"), load_sentences("story")))
+        >>> fit[fit.label != "none"][["layer", "head", "label", "effect", "ci_low", "ci_high"]]
+    """
+    names = [p.name for p in resolve_patterns(patterns) if not p.name.startswith("shuffled(")]
+    names = with_shuffled([n for n in names if n != "uniform"]) + ["uniform"]
+    scores = score_heads(
+        records,
+        names,
+        metric=metric,
+        level=level,
+        rows=rows,
+        contexts=contexts,
+        drop_keys=drop_keys,
+        per_sentence=True,
+        progress=progress,
+    )
+    return best_fit(scores, ci=ci, n_boot=n_boot, seed=seed, **fit_options)
+
+
+def _baseline_name(best: pd.Series, which: str) -> pd.Series:
+    if which == "uniform":
+        return pd.Series("uniform", index=best.index)
+    return "shuffled(" + best.astype(str) + ")"
+
+
+def _baseline_scores(table: pd.Series, out: pd.DataFrame, which: str, column: str) -> np.ndarray:
+    """Each head's ``which`` baseline (``"uniform"`` or ``"shuffled"`` of its best pattern) from
+    ``table`` (indexed by head keys and pattern); a missing row is an error naming the fix."""
+    names = _baseline_name(out["best_pattern"], which)
+    wanted = [(*key, name) for key, name in zip(out.index, names)]
+    has_best = out["best_pattern"].notna().to_numpy()
+    missing = [w for w, ok in zip(wanted, has_best) if ok and w not in table.index]
+    if missing:
+        fix = (
+            "score the 'uniform' pattern too (it is a built-in)"
+            if which == "uniform"
+            else "score with_shuffled(patterns)"
+        )
+        raise ValueError(
+            f"the {which} baseline needs the pattern {missing[0][-1]!r} for head "
+            f"{missing[0][:3]} but the score table has no such row ({column}). Fix: {fix}, or "
+            "pass baseline=None."
+        )
+    return table.reindex(wanted).to_numpy()
+
+
+def _sentence_matrix(cells: np.ndarray, heads: list[tuple], which: str) -> np.ndarray:
+    """Stack per-sentence score arrays ``[h, S]``; refuse entries that are not number arrays
+    (a CSV round trip turns them into text)."""
+    rows = []
+    for key, cell in zip(heads, cells):
+        if isinstance(cell, str) or not hasattr(cell, "__len__"):
+            raise ValueError(
+                f"per_sentence of head {key} ({which}) is {type(cell).__name__}, not an array of "
+                "scores: CSV stores arrays as text. Fix: save score tables with to_parquet "
+                "(which keeps them), or re-score with score_heads(..., per_sentence=True)."
+            )
+        rows.append(np.asarray(cell, dtype=np.float64))
+    lengths = {len(r) for r in rows}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"per_sentence arrays of one model have different lengths {sorted(lengths)}; they "
+            "must come from one score_heads call. Fix: re-score the model's records in one call."
+        )
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def _calibrate(
+    scores: pd.DataFrame,
+    out: pd.DataFrame,
+    baseline: str,
+    spec: Any,
+    ci: float,
+    n_boot: int,
+    seed: int,
+    min_effect: float,
+) -> pd.DataFrame:
+    """The calibrated rule's columns for ``out`` (indexed by head, with ``best_pattern``)."""
+    if "per_sentence" not in scores.columns:
+        raise ValueError(
+            "the calibrated rule (ci=...) pairs each head's per-sentence scores, but the table "
+            "has no per_sentence column. Fix: score_heads(records, with_shuffled(patterns) + "
+            "['uniform'], per_sentence=True), or label_heads(records, patterns) in one call; "
+            "or pass ci=None for the fast rule."
+        )
+    which = ("uniform", "shuffled") if baseline == "both" else (baseline,)
+    table = scores.set_index([*HEAD_KEYS, "pattern"])
+    cells = table["per_sentence"]
+    means = table["mean"]
+    orient = -1.0 if spec.higher_is_better else 1.0  # gain = orient · (baseline − best)
+    cols: dict[str, np.ndarray] = {}
+    n = len(out)
+    for name in which:
+        for suffix in ("", "_low", "_high"):
+            cols[f"gain_{name}{suffix}"] = np.full(n, np.nan)
+    n_paired = np.zeros(n, dtype=np.int64)
+    base_mean = {name: _baseline_scores(means, out, name, "mean") for name in which}
+    has_best = out["best_pattern"].notna().to_numpy()
+    models = out.index.get_level_values("model").to_numpy()
+    for model in dict.fromkeys(models[has_best]):
+        at = np.flatnonzero(has_best & (models == model))
+        heads = [out.index[i] for i in at]
+        best_keys = [(*k, b) for k, b in zip(heads, out["best_pattern"].iloc[at])]
+        best = _sentence_matrix(cells.reindex(best_keys).to_numpy(), heads, "best pattern")
+        counts = resample_counts(best.shape[1], n_boot, seed)
+        paired = np.zeros(len(at), dtype=np.int64) + best.shape[1]
+        for name in which:
+            names = _baseline_name(out["best_pattern"].iloc[at], name)
+            keys = [(*k, b) for k, b in zip(heads, names)]
+            base = _sentence_matrix(cells.reindex(keys).to_numpy(), heads, name)
+            if base.shape != best.shape:
+                raise ValueError(
+                    f"per_sentence of {model!r}: the {name} baseline has {base.shape[1]} "
+                    f"sentences, the best patterns {best.shape[1]}. Fix: score them in one call."
+                )
+            mean, low, high, used = paired_interval(orient * (base - best), counts, ci)
+            cols[f"gain_{name}"][at] = mean
+            cols[f"gain_{name}_low"][at] = low
+            cols[f"gain_{name}_high"][at] = high
+            paired = np.minimum(paired, used)
+        n_paired[at] = paired
+    lows = np.stack([cols[f"gain_{name}_low"] for name in which])  # [b, n]
+    beats = (np.nan_to_num(lows, nan=-np.inf) > min_effect).all(axis=0) & has_best
+    # the effect is stated against the harder baseline: the one whose interval starts lower
+    harder = np.argmin(np.nan_to_num(lows, nan=np.inf), axis=0)
+    pick = np.arange(n)
+    for key, suffix in (("effect", ""), ("ci_low", "_low"), ("ci_high", "_high")):
+        stacked = np.stack([cols[f"gain_{name}{suffix}"] for name in which])
+        cols[key] = stacked[harder, pick]
+    chosen = np.array(which, dtype=object)[harder]
+    cols["effect_baseline"] = np.where(
+        has_best,
+        np.where(
+            chosen == "uniform", "uniform", "shuffled(" + out["best_pattern"].astype(str) + ")"
+        ),
+        None,
+    )
+    cols["baseline_score"] = np.stack([base_mean[name] for name in which])[harder, pick]
+    cols["ci"] = np.full(n, float(ci))
+    cols["n_paired"] = n_paired
+    cols["beats"] = beats
+    return pd.DataFrame(cols, index=out.index)
 
 
 def top_heads(
@@ -400,310 +643,22 @@ def top_heads(
     return top.reset_index(drop=True)
 
 
-# ----------------------------------------------------------------------------- consistency
-
-
 def _shared_sentences(a: Sequence[Any], b: Sequence[Any]) -> set[tuple[str, str]]:
     """(model, text) pairs present on both sides: records are rebuilt on every extract call,
     so identity cannot tell that two lists hold the same sentences."""
     return {(r.model, r.text) for r in a} & {(r.model, r.text) for r in b}
 
 
-def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    half = n // 2
-    return np.sort(order[:half]), np.sort(order[half:])
+def __getattr__(name: str) -> Any:
+    # linear_fit and consistency live in attn_tools.mixtures and attn_tools.consistency (which
+    # import best_fit from here); resolved on
+    # first use so that importing either module first works
+    if name == "linear_fit":
+        from attn_tools.mixtures import linear_fit
 
+        return linear_fit
+    if name == "consistency":
+        from attn_tools.consistency import consistency
 
-def consistency(
-    records: Sequence[Any],
-    patterns: Iterable[str | Pattern] | None = None,
-    *,
-    metric: Metric = "jsd",
-    seed: int = 0,
-    heldout: Sequence[Any] | None = None,
-    level: Level = "token",
-    rows: Rows = "all",
-    baseline: Baseline | None = "uniform",
-    threshold: float | None = None,
-    margin: float = 0.05,
-    tie_tolerance: float = 0.01,
-    min_coverage: float = 0.5,
-    progress: bool = False,
-    **score_options: Any,
-) -> pd.DataFrame:
-    """Does each head's best pattern hold on sentences it was not chosen on?
-
-    The records are split at random (``seed``) into halves A and B (or A = ``records``,
-    B = ``heldout``). `best_fit` picks each head's pattern on A and, independently, on B.
-
-    Returns:
-        One row per head: ``model, layer, head, pattern_a, pattern_b, agree`` (same best pattern),
-        ``score_a`` (pattern_a's score on A), ``score_b`` (pattern_a's score on held-out B),
-        ``drift`` (``score_b − score_a``; for a distance, positive = worse on held-out text),
-        ``label_a, label_b, label_agree``, ``tied_agree`` (pattern_a is among B's near-ties),
-        ``rank_b`` (pattern_a's rank on B, 1 = best), ``n_a, n_b`` (sentences).
-        ``df.attrs`` has the split sizes, the rule and ``agreement`` (share of heads that agree).
-    """
-    records = list(records)
-    if heldout is None:
-        if len(records) < 2:
-            raise ValueError("consistency needs at least 2 records to split in halves")
-        ia, ib = _split(len(records), seed)
-        fit_recs = [records[i] for i in ia]
-        val_recs = [records[i] for i in ib]
-    else:
-        fit_recs, val_recs = records, list(heldout)
-        if not fit_recs or not val_recs:
-            raise ValueError("consistency needs records on both sides")
-        shared = _shared_sentences(fit_recs, val_recs)
-        if shared:
-            raise ValueError(
-                f"{len(shared)} held-out sentence(s) are also in the fit records, e.g. "
-                f"{next(iter(shared))[1][:60]!r}; a finding must be checked on unseen text. "
-                "Fix: pass disjoint sets (load_sentences('heldout') is kept apart from 'all')."
-            )
-    names = [p.name for p in resolve_patterns(patterns)]
-    if baseline == "uniform" and "uniform" not in names:
-        names.append("uniform")
-    if baseline == "shuffled":
-        names = with_shuffled(names)
-    opts = dict(metric=metric, level=level, rows=rows, progress=progress, **score_options)
-    need_parse = level == "word" or any(p.needs_parse for p in resolve_patterns(names))
-    scores_a = score_heads(
-        fit_recs, names, contexts=build_contexts(fit_recs, with_parse=need_parse), **opts
-    )
-    scores_b = score_heads(
-        val_recs, names, contexts=build_contexts(val_recs, with_parse=need_parse), **opts
-    )
-    fit_opts = dict(
-        baseline=baseline,
-        threshold=threshold,
-        margin=margin,
-        tie_tolerance=tie_tolerance,
-        min_coverage=min_coverage,
-    )
-    fa = best_fit(scores_a, **fit_opts).set_index(HEAD_KEYS)
-    fb = best_fit(scores_b, **fit_opts).set_index(HEAD_KEYS)
-    table_b = scores_b.set_index([*HEAD_KEYS, "pattern"])["mean"]
-
-    hib = get_metric(metric).higher_is_better
-    cand_b = scores_b[~_is_baseline(scores_b["pattern"])]
-    if baseline == "uniform":
-        cand_b = cand_b[cand_b["pattern"] != "uniform"]
-    cand_b = cand_b.assign(signed=-cand_b["mean"] if hib else cand_b["mean"])
-    cand_b = cand_b.assign(
-        rank=cand_b.groupby(HEAD_KEYS)["signed"].rank(method="min", na_option="bottom")
-    )
-    rank_b = cand_b.set_index([*HEAD_KEYS, "pattern"])["rank"]
-
-    out = pd.DataFrame(index=fa.index)
-    out["pattern_a"] = fa["best_pattern"]
-    out["pattern_b"] = fb["best_pattern"].reindex(fa.index)
-    out["agree"] = out["pattern_a"] == out["pattern_b"]
-    out["score_a"] = fa["best_score"]
-    keys = [(*key, p) for key, p in zip(out.index, out["pattern_a"])]
-    out["score_b"] = table_b.reindex(keys).to_numpy()
-    out["drift"] = out["score_b"] - out["score_a"]
-    out["label_a"] = fa["label"]
-    out["label_b"] = fb["label"].reindex(fa.index)
-    out["label_agree"] = out["label_a"] == out["label_b"]
-    out["tied_agree"] = [p in t for p, t in zip(out["pattern_a"], fb["tied"].reindex(fa.index))]
-    out["rank_b"] = rank_b.reindex(keys).to_numpy()
-    out["n_a"] = len(fit_recs)
-    out["n_b"] = len(val_recs)
-    out = out.reset_index()
-    out.attrs = {
-        "metric": metric,
-        "seed": seed,
-        "n_a": len(fit_recs),
-        "n_b": len(val_recs),
-        "rule": fa.attrs.get("rule", ""),
-        "agreement": float(out["agree"].mean()),
-        "agreement_by_model": out.groupby("model")["agree"].mean().to_dict(),
-    }
-    return out
-
-
-# ----------------------------------------------------------------------------- linear mixtures
-
-
-class _Moments:
-    """Sufficient statistics of least squares ``A ≈ Σ_p w_p P_p`` for all heads of one model."""
-
-    def __init__(self, n_heads: int, n_patterns: int) -> None:
-        self.gram = np.zeros((n_patterns, n_patterns))  # Σ P Pᵀ, shared by every head
-        self.cross = np.zeros((n_heads, n_patterns))  # Σ A Pᵀ per head
-        self.a_sq = np.zeros(n_heads)
-        self.a_sum = np.zeros(n_heads)
-        self.cells = 0
-
-    def add(self, A: np.ndarray, P: np.ndarray) -> None:
-        self.gram += P @ P.T
-        self.cross += A @ P.T
-        self.a_sq += (A * A).sum(axis=1)
-        self.a_sum += A.sum(axis=1)
-        self.cells += A.shape[1]
-
-
-def _flat_inputs(rec: Any, ctx: Any, pats: Sequence[Pattern], level: str):
-    """``(A [M, c], P [Q, c], n)``: row-normalised attention and patterns, flattened cells."""
-    att = rec.attention
-    L, H, n, _ = att.shape
-    P, _ = predict_many(pats, ctx)
-    A = att.reshape(L * H, n, n).astype(np.float64)
-    A = A / A.sum(axis=-1, keepdims=True)
-    if level == "word":
-        sum_to, mean_from = pooling_matrices(ctx.alignment)
-        A = mean_from @ A @ sum_to.T
-        P = mean_from @ P @ sum_to.T
-    m = A.shape[-1]
-    return A.reshape(len(A), m * m), P.reshape(len(P), m * m), m
-
-
-def _iter_inputs(records: Sequence[Any], pats: Sequence[Pattern], level: str, chunk: int = 64):
-    need_parse = level == "word" or any(p.needs_parse for p in pats)
-    for start in range(0, len(records), chunk):
-        recs = records[start : start + chunk]
-        for rec, ctx in zip(recs, build_contexts(recs, with_parse=need_parse)):
-            yield rec, _flat_inputs(rec, ctx, pats, level)
-
-
-def _solve_nnls(moments: _Moments, ridge: float) -> np.ndarray:
-    """Non-negative least squares for every head from the normal equations: ``[M, Q]``."""
-    gram = moments.gram
-    q = len(gram)
-    # duplicate patterns (previous_token, previous_token_head) make the Gram matrix singular
-    reg = gram + ridge * max(np.trace(gram) / q, 1e-12) * np.eye(q)
-    lower_tri = np.tril(cho_factor(reg, lower=True)[0])
-    design = lower_tri.T  # ‖Lᵀw − L⁻¹b‖² = wᵀGw − 2bᵀw + const
-    targets = solve_triangular(lower_tri, moments.cross.T, lower=True).T
-    weights = np.zeros_like(moments.cross)
-    for h, target in enumerate(targets):
-        weights[h], _ = nnls(design, target, maxiter=50 * q)
-    return weights
-
-
-def linear_fit(
-    fit_records: Sequence[Any],
-    eval_records: Sequence[Any],
-    patterns: Iterable[str | Pattern] | None = None,
-    *,
-    metric: Metric = "jsd",
-    level: Level = "token",
-    ridge: float = 1e-9,
-    base: float = 2.0,
-    min_weight: float = 1e-3,
-) -> pd.DataFrame:
-    """Fit each head as a non-negative mixture of patterns on one split; judge it on another.
-
-    On ``fit_records``, each head's attention is regressed (least squares over all cells of all
-    sentences, weights ≥ 0) on the normalised predictions of ``patterns``. On ``eval_records`` —
-    never the sentences it was fitted to — the mixture ``Σ w_p P_p`` (rows renormalised; a row
-    with no mass falls back to self) is scored with ``metric`` against the attention, next to the
-    best *single* pattern chosen on the fit split and scored on the eval split.
-
-    Returns:
-        One row per head: ``model, layer, head, weights`` (``{pattern: w}`` for ``w ≥
-        min_weight``, largest first), ``top_pattern``, ``n_patterns``, ``fit_r2``,
-        ``eval_r2`` (cell-wise R² of the unnormalised mixture), ``eval_score`` (the mixture's
-        ``metric`` on the eval split), ``single_pattern``, ``single_eval_score``, ``metric``.
-    """
-    spec = get_metric(metric)
-    if not spec.ranks_patterns or spec.paired is None:
-        raise ValueError(
-            f"linear_fit scores mixtures with a distribution metric that ranks patterns "
-            f"({', '.join(metric_names(ranks_patterns=True))}), got {metric!r}"
-        )
-    options = ScoreOptions(metric=metric, base=base)
-    fit_records, eval_records = list(fit_records), list(eval_records)
-    if not fit_records or not eval_records:
-        raise ValueError("linear_fit needs records in both the fit and the eval split")
-    if _shared_sentences(fit_records, eval_records):
-        raise ValueError(
-            "the fit and eval records overlap; a mixture must be judged on sentences it was not "
-            "fitted to. Fix: split them (e.g. records[::2], records[1::2])."
-        )
-    pats = [p for p in resolve_patterns(patterns) if p.family != "baseline"]
-    names = [p.name for p in pats]
-
-    moments: dict[str, _Moments] = {}
-    shapes: dict[str, tuple[int, int]] = {}
-    for rec, (A, P, _) in _iter_inputs(fit_records, pats, level):
-        mom = moments.setdefault(rec.model, _Moments(len(A), len(pats)))
-        shapes[rec.model] = rec.attention.shape[:2]
-        mom.add(A, P)
-    weights = {model: _solve_nnls(mom, ridge) for model, mom in moments.items()}
-
-    ev: dict[str, dict[str, np.ndarray]] = {}
-    for rec, (A, P, m) in _iter_inputs(eval_records, pats, level):
-        if rec.model not in weights:
-            raise ValueError(f"eval record of {rec.model!r}, a model with no fit records")
-        W = weights[rec.model]
-        mix = W @ P  # [M, cells]
-        acc = ev.setdefault(
-            rec.model,
-            {k: np.zeros(len(A)) for k in ("sse", "a_sq", "a_sum", "score")}
-            | {"n": np.zeros(1), "cells": np.zeros(1)},
-        )
-        acc["sse"] += ((mix - A) ** 2).sum(axis=1)
-        acc["a_sq"] += (A * A).sum(axis=1)
-        acc["a_sum"] += A.sum(axis=1)
-        acc["cells"] += A.shape[1]
-        rows = mix.reshape(len(A), m, m)
-        empty = rows.sum(axis=-1) <= 0
-        rows = np.where(empty[..., None], np.eye(m)[None], rows)
-        att = A.reshape(len(A), m, m)
-        rows = rows / rows.sum(axis=-1, keepdims=True)
-        per_row = spec.paired(att, rows, options)
-        acc["score"] += per_row.mean(axis=-1)
-        acc["n"] += 1
-
-    single_fit = best_fit(
-        score_heads(fit_records, names, metric=metric, level=level, base=base), baseline=None
-    ).set_index(HEAD_KEYS)
-    single_eval = score_heads(eval_records, names, metric=metric, level=level, base=base)
-    single_eval = single_eval.set_index([*HEAD_KEYS, "pattern"])["mean"]
-
-    frames = []
-    for model, W in weights.items():
-        mom = moments[model]
-        L, H = shapes[model]
-        quad = np.einsum("hp,pq,hq->h", W, mom.gram, W)
-        sse_fit = mom.a_sq - 2 * (W * mom.cross).sum(axis=1) + quad
-        sst_fit = mom.a_sq - mom.a_sum**2 / mom.cells
-        acc = ev.get(model)
-        rows = []
-        for h in range(L * H):
-            order = np.argsort(-W[h])
-            mix = {names[i]: float(W[h, i]) for i in order if W[h, i] >= min_weight}
-            key = (model, h // H, h % H)
-            single = single_fit["best_pattern"].get(key)
-            row = {
-                "model": model,
-                "layer": h // H,
-                "head": h % H,
-                "weights": mix,
-                "top_pattern": names[order[0]] if W[h, order[0]] > 0 else "none",
-                "n_patterns": len(mix),
-                "fit_r2": float(1 - sse_fit[h] / sst_fit[h]) if sst_fit[h] > 0 else np.nan,
-                "eval_r2": np.nan,
-                "eval_score": np.nan,
-                "single_pattern": single,
-                "single_eval_score": float(single_eval.get((*key, single), np.nan)),
-                "metric": metric,
-            }
-            if acc is not None:
-                sst = acc["a_sq"][h] - acc["a_sum"][h] ** 2 / acc["cells"][0]
-                row["eval_r2"] = float(1 - acc["sse"][h] / sst) if sst > 0 else np.nan
-                row["eval_score"] = float(acc["score"][h] / acc["n"][0])
-            rows.append(row)
-        frames.append(pd.DataFrame(rows))
-    out = pd.concat(frames, ignore_index=True)
-    out.attrs = {
-        "metric": metric,
-        "n_fit": len(fit_records),
-        "n_eval": len(eval_records),
-        "level": level,
-    }
-    return out
+        return consistency
+    raise AttributeError(f"module 'attn_tools.classify' has no attribute {name!r}")

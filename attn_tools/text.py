@@ -5,6 +5,23 @@ tokenizers and treat leading spaces differently, while a character span means th
 WordPiece (``##ing``), byte-level BPE (``Ġworld``, whose span includes its leading space) and
 SentencePiece. A model token belongs to every spaCy word that one of its non-whitespace characters
 falls in; special tokens belong to none.
+
+Word level (Clark et al. 2019): tokens are grouped into *units* — the connected groups of words
+and the tokens that cover them. A unit is usually one word and its pieces (``play ##ing``), but a
+token that covers several spaCy words makes them one *merged unit*: spaCy splits ``can't`` into
+``ca|n't`` and ``cannot`` into ``can|not`` while both MiniLM (``can ' t``) and SmolLM2
+(``Ġcan 't``) have a token spanning the split, so ``ca`` and ``n't`` form one unit. ``U.S.``,
+``3.14``, hyphenated words and emoji are one spaCy word each (hyphens are words of their own), so
+their pieces form ordinary units. A whitespace-only token (SmolLM2's ``Ġ`` before digits) covers no
+word; it joins the unit of the token after it instead of becoming a unit of its own.
+
+Merged units are scored as one unit, and no fallback leaks into their rows: a pattern's row for a
+unit is the mean of the rows of those of its tokens that predict something themselves
+(`pool_patterns`), so a token whose word lacks the relation (``'t`` for ``dep(aux)``, whose
+``ca`` is the auxiliary) does not add its attend-to-self fallback — which at word level would be a
+"hit" for any head that attends to its own unit. A unit none of whose tokens predicts anything
+falls back to itself and is not a scored row. Attention is pooled as in Clark et al.: sum over
+the pieces attended to, mean over the pieces attending.
 """
 
 from __future__ import annotations
@@ -30,6 +47,8 @@ __all__ = [
     "WordAttention",
     "align",
     "parse",
+    "pool_patterns",
+    "pooling_matrices",
     "to_word_level",
 ]
 
@@ -304,15 +323,26 @@ def align(record: Any, parsed: Parse) -> Alignment:
         for w in ws:
             word_tokens_l[w].append(t)
     word_tokens = tuple(tuple(ts) for ts in word_tokens_l)
+    blank = [
+        not special and not ws and e > s and not text[s:e].strip()
+        for (s, e), special, ws in zip(record.offsets, record.special_mask, token_words)
+    ]
     return Alignment(
         token_words=tuple(token_words),
         word_tokens=word_tokens,
-        units=_units(token_words, len(parsed.words)),
+        units=_units(token_words, len(parsed.words), blank),
     )
 
 
-def _units(token_words: Sequence[tuple[int, ...]], n_words: int):
-    """Connected components of the token–word overlap graph, ordered by first token."""
+def _units(
+    token_words: Sequence[tuple[int, ...]], n_words: int, blank: Sequence[bool] | None = None
+):
+    """Connected components of the token–word overlap graph, ordered by first token.
+
+    ``blank[t]`` marks whitespace-only tokens: each joins the unit of the next word-bearing token
+    (the space belongs to the word after it, as in byte-level BPE), or of the previous one at the
+    end of the text, rather than standing alone as a unit that is no word.
+    """
     parent = list(range(len(token_words)))
 
     def find(x: int) -> int:
@@ -330,6 +360,16 @@ def _units(token_words: Sequence[tuple[int, ...]], n_words: int):
                     parent[max(a, b)] = min(a, b)
             else:
                 first_token_of_word[w] = t
+    if blank is not None:
+        worded = [t for t, ws in enumerate(token_words) if ws]
+        for t, is_blank in enumerate(blank):
+            if not is_blank or not worded:
+                continue
+            after = [u for u in worded if u > t]
+            other = after[0] if after else worded[-1]
+            a, b = find(t), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = {}
     for t in range(len(token_words)):
         groups.setdefault(find(t), []).append(t)
@@ -362,6 +402,31 @@ def pooling_matrices(alignment: Alignment) -> tuple[np.ndarray, np.ndarray]:
         sum_to[i, list(toks)] = 1.0
     mean_from = sum_to / sum_to.sum(axis=1, keepdims=True)
     return sum_to, mean_from
+
+
+def pool_patterns(
+    predicted: np.ndarray, mass: np.ndarray, alignment: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool token-level predictions ``[Q, n, n]`` to word units: ``([Q, u, u], mass [Q, u])``.
+
+    A unit's row is the mean of the rows of its tokens that predict something themselves
+    (``mass [Q, n]``, `attn_tools.patterns.predict_many`'s second output); tokens that only carry
+    the self fallback are left out, so a merged unit (``ca|n't``) whose other word lacks the
+    relation is not pulled towards itself. A unit with no such token takes the word-level
+    fallback (attend to itself) and has no mass. Columns are summed over each unit's tokens, as for
+    attention. Raw weights (``mul``/``abs``) pool the same way.
+    """
+    sum_to, mean_from = pooling_matrices(alignment)
+    P = np.asarray(predicted, dtype=np.float64)
+    own = np.asarray(mass, dtype=bool)
+    weights = sum_to[None, :, :] * own[:, None, :]  # [Q, u, n]: the unit's predicting tokens
+    counts = weights.sum(axis=-1, keepdims=True)
+    has = counts[..., 0] > 0
+    weights = np.where(counts > 0, weights / np.where(counts > 0, counts, 1.0), mean_from[None])
+    # a unit with no predicting token averages its tokens' fallback rows, which pool to the
+    # word-level fallback (itself); raw weights have empty rows there, as at token level
+    pooled = np.einsum("qun,qnm,vm->quv", weights, P, sum_to)
+    return pooled, has
 
 
 @overload

@@ -54,7 +54,7 @@ from attn_tools.patterns import (
     resolve_patterns,
 )
 from attn_tools.scoring.metrics import ScoreOptions, _log_base, get_metric
-from attn_tools.text import pooling_matrices
+from attn_tools.text import pool_patterns, pooling_matrices
 
 __all__ = [
     "MEANING_COLUMNS",
@@ -280,7 +280,10 @@ def _sentence_inputs(
     drop_keys: DropKeys,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``(A [M, n, n], P [Q, n, n], mass [Q, n], drop [n] or None)`` for one sentence, at the
-    requested level (a word unit is dropped when every token of it is)."""
+    requested level. At word level ``n`` counts units (`attn_tools.text.Alignment.units`):
+    attention is pooled as in Clark et al., predictions by `attn_tools.text.pool_patterns` (only a
+    unit's tokens that predict something themselves make its row, so no self fallback leaks into
+    a merged unit such as ``ca|n't``), and a unit is dropped when every token of it is."""
     L, H, n, _ = att.shape
     P, mass = predict_many(patterns, ctx, normalize=not raw)
     A = att.reshape(L * H, n, n).astype(np.float64)
@@ -288,8 +291,7 @@ def _sentence_inputs(
     if level == "word":
         sum_to, mean_from = pooling_matrices(ctx.alignment)
         A = mean_from @ A @ sum_to.T
-        P = mean_from @ P @ sum_to.T
-        mass = (mass.astype(np.float64) @ mean_from.T) > 0
+        P, mass = pool_patterns(P, mass, ctx.alignment)
         if drop is not None:
             drop = (sum_to @ (~drop).astype(np.float64)) == 0
     return A, P, mass, drop
