@@ -70,6 +70,7 @@ __all__ = [
     "MIN_COVERAGE",
     "MIN_ROWS",
     "MIN_SENTENCES",
+    "MIN_SHARE",
     "N_BOOT",
     "best_fit",
     "label_heads",
@@ -92,6 +93,8 @@ MIN_ROWS = 20
 MIN_COVERAGE = 0.5
 #: bootstrap resamples of sentences for the calibrated rule (`best_fit` with ``ci``).
 N_BOOT = 1000
+#: `label_heads`: the least mean share of a head's attention its label's cells must hold.
+MIN_SHARE = 0.5
 _SUPPORT_COLUMNS = ("rows", "coverage", "n_rows", "support_sentences")
 
 
@@ -440,6 +443,7 @@ def label_heads(
     rows: Rows = "all",
     contexts: Iterable[Any] | None = None,
     drop_keys: Any = None,
+    min_share: float = MIN_SHARE,
     progress: bool = False,
     **fit_options: Any,
 ) -> pd.DataFrame:
@@ -448,6 +452,14 @@ def label_heads(
     Scores ``patterns`` (default: every registered one), their ``shuffled(...)`` versions and
     ``uniform`` with per-sentence scores, then applies the calibrated rule (see `best_fit`).
     ``fit_options`` go to `best_fit` (``min_effect``, ``threshold``, the support minimums, ...).
+
+    Beating both baselines says the pattern fits better than chance, not that it says what the
+    head mostly does: a head with a third of its attention on [CLS] beats uniform. So each
+    labelled head also gets ``share`` — the mean share of its attention that falls on the label's
+    predicted cells (TransformerLens's ``mul`` score of the pattern's raw weights), with its
+    bootstrap interval ``share_low``/``share_high`` — and keeps its label only when ``share`` is
+    at least ``min_share`` (default one half; 0 turns the test off). ``enough_share`` records
+    the verdict.
 
     Example:
         >>> fit = label_heads(extract(load_model("minilm"), load_sentences("story")))
@@ -466,7 +478,59 @@ def label_heads(
         per_sentence=True,
         progress=progress,
     )
-    return best_fit(scores, ci=ci, n_boot=n_boot, seed=seed, **fit_options)
+    fit = best_fit(scores, ci=ci, n_boot=n_boot, seed=seed, **fit_options)
+    return _attention_share(
+        fit, records, ci=ci, n_boot=n_boot, seed=seed, min_share=min_share,
+        level=level, contexts=contexts, drop_keys=drop_keys,
+    )  # fmt: skip
+
+
+def _attention_share(
+    fit: pd.DataFrame,
+    records: Sequence[Any],
+    *,
+    ci: float,
+    n_boot: int,
+    seed: int,
+    min_share: float,
+    level: Level,
+    contexts: Iterable[Any] | None,
+    drop_keys: Any,
+) -> pd.DataFrame:
+    """Add ``share, share_low, share_high, enough_share`` and apply ``min_share`` to labels."""
+    if not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share must be within [0, 1], got {min_share}")
+    out = fit.copy()
+    out.attrs = dict(fit.attrs)
+    for col in ("share", "share_low", "share_high"):
+        out[col] = np.nan
+    out["enough_share"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    labelled = out["label"] != "none"
+    names = sorted(set(out.loc[labelled, "label"]))
+    if names:
+        ctx = None if contexts is None else list(contexts)
+        mul = score_heads(
+            records, names, metric="mul", level=level, contexts=ctx, drop_keys=drop_keys,
+            per_sentence=True,
+        ).set_index([*HEAD_KEYS, "pattern"])["per_sentence"]  # fmt: skip
+        rows = out.index[labelled]
+        keys = [(*out.loc[i, HEAD_KEYS], out.loc[i, "label"]) for i in rows]
+        values = np.stack([np.asarray(mul.loc[k], dtype=np.float64) for k in keys])
+        counts = resample_counts(values.shape[1], n_boot, seed)
+        mean, low, high, _ = paired_interval(values, counts, ci)
+        out.loc[rows, "share"], out.loc[rows, "share_low"], out.loc[rows, "share_high"] = (
+            mean, low, high,
+        )  # fmt: skip
+        enough = mean >= min_share
+        out.loc[rows, "enough_share"] = enough
+        out.loc[rows[~enough], "label"] = "none"
+    if min_share > 0:
+        out.attrs["rule"] = (
+            out.attrs.get("rule", "")
+            + f"; and the label's cells hold ≥ {min_share:.0%} of the head's attention (mean share)"
+        )
+    out.attrs["min_share"] = min_share
+    return out
 
 
 def _baseline_name(best: pd.Series, which: str) -> pd.Series:

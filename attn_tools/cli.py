@@ -145,7 +145,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from attn_tools.report import default_best_fit, file_slug, score_tables, write_figures
+    from attn_tools.classify import label_heads
+    from attn_tools.report import file_slug, score_tables, write_figures
 
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
@@ -157,7 +158,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
             records, ranked, folder, model_name=bundle.name, formats=args.format,
-            best=default_best_fit(scores),
+            best=label_heads(records, metric=args.metric, drop_keys=_drop(args)),
         )  # fmt: skip
         print(f"{bundle.name}: wrote {len(written)} files under {folder}")
     return 0
@@ -217,6 +218,7 @@ def cmd_automate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Extract, summarise, score and draw for both offline defaults into one folder."""
     from attn_tools import report
+    from attn_tools.classify import label_heads
     from attn_tools.viz import plot_head
 
     out = Path(args.out)
@@ -237,7 +239,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\n   top 3 heads per pattern, by family — {bundle.name} "
               f"(jsd, {_direction('jsd')}, {report.RANKING_NOTE})")  # fmt: skip
         print(report.top_heads_by_family(ranked, k=3))
-        fit = report.default_best_fit(scores)
+        # the poster's labels use the calibrated rule (bootstrap intervals over sentences)
+        fit = label_heads(records, drop_keys=_drop(args))
         layer, head = report.showcase_head(fit)
         heatmap = out / f"heatmap_{slug}.png"
         plot_head(records[0], layer, head).savefig(heatmap, dpi=120, bbox_inches="tight")

@@ -170,15 +170,14 @@ def write_sink_free_grid(
 ) -> Path:
     """The best-fit grid with sink keys removed (``drop_keys``): what the heads do besides the sink.
 
-    Written as ``best_fit_grid_no_sink.<fmt>`` in ``out``; returns the first path. The scores
-    behind it are the all-rows table of `score_tables` with ``drop_keys``.
+    Written as ``best_fit_grid_no_sink.<fmt>`` in ``out``; returns the first path. The labels
+    come from `classify.label_heads` with ``drop_keys`` (the calibrated rule).
     """
-    from attn_tools.scoring import score_heads
+    from attn_tools.classify import label_heads
     from attn_tools.viz import plot_best_fit_grid
 
-    scores = score_heads(records, drop_keys=drop_keys)
-    fit = default_best_fit(scores)
-    name = model_name or str(scores["model"].iloc[0])
+    fit = label_heads(records, drop_keys=drop_keys)  # the calibrated rule, as the main grid
+    name = model_name or str(fit["model"].iloc[0])
     fig = plot_best_fit_grid(
         fit, model=name, title=f"What is {name} doing besides the sink? (keys dropped: {drop_keys})"
     )

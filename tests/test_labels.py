@@ -136,3 +136,28 @@ def test_drop_keys_callable_and_bad_values(both, minilm):
         score_heads(recs[:2], ["self"], drop_keys="sep")
     with pytest.raises(ValueError, match="bool array of shape"):
         score_heads(recs[:2], ["self"], drop_keys=lambda ctx: [True])
+
+
+def test_label_heads_requires_the_label_to_hold_half_the_attention(both, minilm):
+    """A sink label needs the sink to hold at least half the head's attention (issue: heads with
+    a third of their attention on [CLS] were called first_token)."""
+    from attn_tools.classify import label_heads
+
+    recs, ctxs, _ = both[minilm.name]
+    pats = ["previous_token", "next_token", "self", "first_token", "punctuation"]
+    loose = label_heads(recs, pats, contexts=ctxs, min_share=0.0, n_boot=200)
+    fit = label_heads(recs, pats, contexts=ctxs, n_boot=200)
+    kept = fit[fit["label"] != "none"]
+    assert (kept["share"] >= 0.5).all() and kept["enough_share"].all()
+    dropped = fit[(loose["label"] != "none") & (fit["label"] == "none")]
+    assert (dropped["share"] < 0.5).all() and len(dropped) > 0
+    # the share is the mean attention on the label's cells, computed here by hand for one head
+    row = fit.set_index(["layer", "head"]).loc[(0, 2)]
+    assert row["label"] == "previous_token" and row["share"] > 0.9
+    # rows: query 0 has no previous token; TransformerLens's mul divides by all attention
+    by_hand = np.mean(
+        [r.attention[0, 2].diagonal(-1).sum() / r.attention[0, 2].sum() for r in recs]
+    )
+    assert row["share"] == pytest.approx(by_hand, abs=1e-6)
+    assert row["share_low"] <= row["share"] <= row["share_high"]
+    assert "≥ 50% of the head's attention" in fit.attrs["rule"]
