@@ -154,20 +154,58 @@ def body(code: str, head: str = "import numpy as np\n") -> str:
 R, C, T, I, OK = "rejected", "crashed", "timeout", "invalid_output", "ok"  # noqa: E741
 EYE = "\nreturn np.eye(ctx.n)"
 
+# the red team's use-after-free chain (it reached the child's module globals: os, sys, ctypes)
+REDTEAM_CHAIN = """
+a = np.zeros(128, dtype=np.int64)
+b = a[:]
+a.resize(200000, refcheck=False)
+B = np.ones(991, dtype=np.uint8).tobytes()
+size0 = int(b[2])
+b[2] = 1 << 62
+a2 = np.zeros(128, dtype=np.int64)
+b2 = a2[:]
+a2.resize(200000, refcheck=False)
+L = [None] * 128
+none = int(b2[0])
+L[0] = B
+base = int(b2[0]) + 32
+def rd(x):
+    o = x - base
+    return int.from_bytes(B[o:o + 8], 'little')
+def obj(addr):
+    b2[0] = addr
+    got = L[0]
+    b2[0] = none
+    return got
+L[0] = pattern
+fn = int(b2[0])
+L[0] = None
+imp = obj(rd(fn + 24))['__import__']
+L[0] = imp
+impaddr = int(b2[0])
+L[0] = None
+G = obj(rd(impaddr + 16))
+os_ = G['os']
+print('got', os_, G['sys'], G['ctypes'])
+open('WATCH/pwned', 'w').write(G['Path']('SECRET_PATH').read_text())
+b[2] = size0
+"""
+
+
 # name -> (source, allowed statuses). Placeholders are filled in by `Arena.fill`.
 HOSTILE: dict[str, tuple[str, set[str]]] = {
     # aliases of numpy: every spelling reaches the same plain namespace, with no submodules
-    "alias_assign": (body("m = np\nreturn m.linalg.inv(np.eye(ctx.n))"), {C}),
-    "alias_parameter": (body("def f(mod):\n    return mod.polynomial\nf(np)" + EYE), {C}),
-    "alias_list_item": (body("return [np][0].fft.fft(np.eye(ctx.n)).real"), {C}),
-    "alias_walrus": (body("return (m := np).random.rand(ctx.n, ctx.n)"), {C}),
-    "alias_comprehension": (body("x = [m.char for m in [np]]" + EYE), {C}),
-    "alias_lambda_default": (body("x = (lambda m=np: m.rec)()" + EYE), {C}),
-    "alias_dict_value": (body("x = {'a': np}['a'].emath" + EYE), {C}),
-    "alias_tuple_unpack": (body("a, b = np, 1\nx = a.ma" + EYE), {C}),
+    "alias_assign": (body("m = np\nreturn m.linalg.inv(np.eye(ctx.n))"), {R}),
+    "alias_parameter": (body("def f(mod):\n    return mod.polynomial\nf(np)" + EYE), {R}),
+    "alias_list_item": (body("return [np][0].fft.fft(np.eye(ctx.n)).real"), {R}),
+    "alias_walrus": (body("return (m := np).random.rand(ctx.n, ctx.n)"), {R}),
+    "alias_comprehension": (body("x = [m.char for m in [np]]" + EYE), {R}),
+    "alias_lambda_default": (body("x = (lambda m=np: m.rec)()" + EYE), {R}),
+    "alias_dict_value": (body("x = {'a': np}['a'].emath" + EYE), {R}),
+    "alias_tuple_unpack": (body("a, b = np, 1\nx = a.ma" + EYE), {R}),
     "alias_math": (
         body("m = math\nx = m.inspect" + EYE, head="import math\nimport numpy as np\n"),
-        {C},
+        {R},
     ),
     "alias_import_as": (
         body("return q.lib.npyio.load('SECRET_PATH')", head="import numpy as q\n"),
@@ -175,8 +213,8 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     ),
     "alias_fullwidth_lib": (body("return ｎｐ.ｌｉｂ"), {R}),
     "alias_fullwidth_dunder": (body("return ctx.＿＿class＿＿"), {R}),
-    "alias_core_walk": (body("m = np\nx = m.core.multiarray" + EYE), {C}),
-    "alias_stdlib_walk": (body("m = np\nx = m.enum.bltns" + EYE), {C}),
+    "alias_core_walk": (body("m = np\nx = m.core.multiarray" + EYE), {R}),
+    "alias_stdlib_walk": (body("m = np\nx = m.enum.bltns" + EYE), {R}),
     "alias_from_import_as": (body("x = N.tofile", head="from numpy import ndarray as N\n"), {R}),
     # walks of the module graph and the object graph
     "walk_ma_inspect": (body("return np.ma.core.inspect.os.system('id')"), {R}),
@@ -220,7 +258,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "np_genfromtxt": (body("return np.genfromtxt('SECRET_PATH')"), {R}),
     "np_tofile": (body("np.eye(2).tofile('WATCH/x')" + EYE), {R}),
     "np_dump": (body("np.eye(2).dump('WATCH/x')" + EYE), {R}),
-    "np_alias_frombuffer": (body("m = np\nreturn m.frombuffer(b'x' * 8)"), {C}),
+    "np_alias_frombuffer": (body("m = np\nreturn m.frombuffer(b'x' * 8)"), {R}),
     "np_open_builtin": (body("return np.array(open('SECRET_PATH').read())"), {R}),
     # processes, binaries, sockets, signals
     "exec_os": ("import os\ndef pattern(ctx):\n    os.execv('/bin/sh', ['sh'])\n", {R}),
@@ -234,7 +272,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
         {R},
     ),
     "socket_alias": (body("m = np\nx = m.socket" + EYE), {R}),
-    "socket_alias_runtime": (body("m = np\nx = m.exec_command" + EYE), {C}),
+    "socket_alias_runtime": (body("m = np\nx = m.exec_command" + EYE), {R}),
     "signal_kill": ("import os\ndef pattern(ctx):\n    os.kill(VICTIM, 9)\n", {R}),
     "signal_parent": ("import signal\ndef pattern(ctx):\n    signal.raise_signal(9)\n", {R}),
     "signal_exit": (body("raise SystemExit(0)"), {R}),
@@ -254,7 +292,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "overflow_inf": (body("return np.full((ctx.n, ctx.n), np.inf)"), {I}),
     "overflow_nan": (body("return np.full((ctx.n, ctx.n), np.nan)"), {I}),
     "overflow_negative": (body("return -np.ones((ctx.n, ctx.n))"), {I}),
-    "overflow_object": (body("return np.array([[ctx] * ctx.n] * ctx.n)"), {I}),
+    "overflow_object": (body("return np.array([[ctx] * ctx.n] * ctx.n)"), {C}),
     "overflow_complex": (body("return np.eye(ctx.n) + 1j"), {I}),
     "overflow_strings": (body("return np.full((ctx.n, ctx.n), 'x')"), {I}),
     "recursion_function": (
@@ -271,6 +309,95 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
         body("return ctx.builtin('" + "shuffled(" * 15 + "previous_token" + ")" * 15 + "')"),
         {OK, C},
     ),
+    # the red team's memory-corruption routes (a use-after-free through ndarray.resize, objects
+    # fabricated from raw integers) and every other way to raw memory or object arrays
+    "mem_resize_uaf_chain": (body(REDTEAM_CHAIN + "\nreturn np.eye(ctx.n)"), {R}),
+    "mem_object_from_buffer": (
+        body(
+            "keep = [pattern] * 10\naddr = int(str(pattern).split(' at ')[1][:-1], 16)\n"
+            "got = np.ndarray((1,), dtype='O', buffer=np.array([addr], dtype=np.int64))[0]\n"
+            "print('fabricated', got is pattern)" + EYE
+        ),
+        {R},
+    ),
+    "mem_ndarray_positional_buffer": (
+        body("raw = np.array([1], dtype=np.int64)\nx = np.ndarray((1,), 'O', raw)" + EYE),
+        {C},
+    ),
+    "mem_ndarray_strides": (
+        body(
+            "buf = np.zeros(16, np.uint8)\nx = np.ndarray((4,), np.uint8, buf, 0, (100000,))"
+            "\nprint(x)" + EYE
+        ),
+        {C},
+    ),  # fmt: skip
+    "mem_resize_shrink": (body("a = np.zeros(100000)\nb = a[:]\na.resize(10)" + EYE), {R}),
+    "mem_resize_alias": (body("a = np.zeros(4)\nf = [a][0].resize\nf(10)" + EYE), {R}),
+    "mem_view_dtype": (body("x = np.zeros(2).view('O')" + EYE), {R}),
+    "mem_base_data_ctypes": (body("x = np.zeros(2)\ny = (x.base, x.data, x.ctypes)" + EYE), {R}),
+    "mem_tobytes": (body("b = np.ones(8).tobytes()\nprint(len(b))" + EYE), {R}),
+    "mem_setflags": (body("ctx.special_mask.setflags(write=True)" + EYE), {R}),
+    "mem_flags_write": (body("ctx.special_mask.flags.writeable = True" + EYE), {R}),
+    "mem_array_interface": (body("x = np.zeros(2).__array_interface__" + EYE), {R}),
+    "mem_astype_object": (body("x = np.zeros(2).astype('O')" + EYE), {R}),
+    "mem_astype_object_variable": (body("d = 'O'\nx = np.zeros(2).astype(d)" + EYE), {R}),
+    "mem_astype_rebound_float": (body("float = 'O'\nx = np.zeros(2).astype(float)" + EYE), {R}),
+    "mem_astype_parameter": (
+        body("def f(float):\n    return np.zeros(2).astype(float)\nx = f('O')" + EYE),
+        {R},
+    ),
+    "mem_astype_stored": (body("f = np.zeros(2).astype\nx = f('O')" + EYE), {R}),
+    "mem_sum_dtype_position": (body("x = np.ones((2, 2)).sum(0, 'O')" + EYE), {R}),
+    "mem_sum_dtype_unpacked": (body("x = np.ones((2, 2)).sum(**{'dtype': 'O'})" + EYE), {R}),
+    "mem_sum_dtype_starred": (body("x = np.ones((2, 2)).sum(*[0, 'O'])" + EYE), {R}),
+    "mem_dtype_keyword_object": (body("x = np.zeros(3, dtype='O')" + EYE), {C}),
+    "mem_dtype_positional_object": (body("x = np.full((2,), 0, 'O')" + EYE), {C}),
+    "mem_dtype_structured": (body("x = np.zeros(2, dtype=[('a', 'O')])" + EYE), {C}),
+    "mem_dtype_void": (body("x = np.ones(2, dtype='V8')" + EYE), {C}),
+    "mem_object_array_implicit": (body("x = np.array([ctx, print, 10 ** 30])" + EYE), {C}),
+    "mem_object_huge_int": (body("x = np.asarray([10 ** 30])" + EYE), {C}),
+    "mem_ufunc_object_dtype": (body("x = np.add(np.ones(2), 1, dtype='O')" + EYE), {C}),
+    "mem_ufunc_at_object": (
+        body("a = np.array([1, 2], dtype='O')\nnp.add.at(a, [0], ctx)" + EYE),
+        {R},
+    ),
+    "mem_frombuffer_alias": (body("m = [np][0]\nx = m.frombuffer(b'x' * 8)" + EYE), {R}),
+    "mem_ndarray_from_import": (
+        body(
+            "x = N((1,), 'O', np.zeros(1, np.int64))" + EYE,
+            head="import numpy as np\nfrom numpy import ndarray as N\n",
+        ),
+        {C},
+    ),  # fmt: skip
+    "mem_empty_reads_old_heap": (body("x = np.empty(100000)\nprint(x.sum())" + EYE), {OK}),
+    # every binding site goes through the same name check
+    "bind_except_dunder": (
+        body("try:\n    1 / 0\nexcept Exception as __class__:\n    pass" + EYE),
+        {R},
+    ),
+    "bind_except_builtins": (
+        body("try:\n    1 / 0\nexcept Exception as __builtins__:\n    pass" + EYE),
+        {R},
+    ),
+    "bind_import_alias_dunder": (body("x = 1" + EYE, head="import numpy as __np\n"), {R}),
+    "bind_import_as_dtype": (
+        body("x = 1" + EYE, head="import numpy as np\nimport math as float\n"),
+        {R},
+    ),  # fmt: skip
+    "bind_walrus_np": (body("x = (np := 1)" + EYE), {R}),
+    "bind_comprehension_np": (body("x = [1 for np in [1]]\nreturn x"), {R}),
+    "bind_keyword_dunder": (body("x = dict(__class__=1)" + EYE), {R}),
+    "bind_global": (body("global np\nnp = 1" + EYE), {R}),
+    "bind_nonlocal": (body("def f():\n    nonlocal ctx\nx = 1" + EYE), {R}),
+    "bind_lambda_arg": (body("f = lambda __x: __x" + EYE), {R}),
+    "bind_function_name": (body("def __init__():\n    return 1" + EYE), {R}),
+    "attr_store_function": (body("def f():\n    return 1\nf.float64 = 'O'" + EYE), {R}),
+    "attr_error_obj": (
+        body("try:\n    np.nosuch\nexcept AttributeError as e:\n    print(e.obj)" + EYE),
+        {R},
+    ),
+    "bidi_printed": (body("print('abc\u202e\u2066evil\x1b[2J')" + EYE), {OK}),
+    "bidi_message": (body("raise ValueError('x\u202ey\u200b')"), {C}),
 }
 
 
