@@ -233,9 +233,10 @@ def make_import(modules, loaded):
         if not level and name in modules:
             return modules[name]
         # numpy's C code imports its own, already loaded modules through the calling frame's
-        # builtins and then reads sys.modules itself, ignoring what this returns (and crashes
-        # on an error): say yes without handing out the module
-        if not level and name in loaded:
+        # builtins (PyImport_Import: an empty *list* as fromlist) and then reads sys.modules
+        # itself, ignoring what this returns (and crashes on an error): say yes without handing
+        # out the module. An import statement passes None or a tuple and gets the error below.
+        if not level and name in loaded and type(fromlist) is list and not fromlist:
             return None
         raise ImportError(f"import of {name!r} is not allowed in the sandbox")
 
