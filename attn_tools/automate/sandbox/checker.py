@@ -16,15 +16,27 @@ jailed child (`attn_tools.automate.sandbox.child`, `attn_tools.automate.sandbox.
 from __future__ import annotations
 
 import ast
+from dataclasses import fields
 
-from attn_tools.automate.sandbox.child import NUMPY_NAMES
+from attn_tools.automate.sandbox.child import MATH_NAMES, NUMPY_NAMES, context
 
-__all__ = ["MAX_AST_NODES", "MAX_SOURCE_CHARS", "builtin_names", "check_source"]
+__all__ = [
+    "ALLOWED_ATTRIBUTES",
+    "MAX_AST_NODES",
+    "MAX_BUILTIN_LITERALS",
+    "MAX_SOURCE_CHARS",
+    "builtin_names",
+    "check_source",
+]
 
 MAX_SOURCE_CHARS = 20_000
 MAX_AST_NODES = 5_000
 #: a ``ctx.builtin("...")`` name longer than this is refused (nested ``shuffled(`` bombs)
 MAX_BUILTIN_NAME = 200
+#: distinct ``ctx.builtin("...")`` strings a program may use (spelling variants count apart;
+#: the runner also caps the distinct patterns they resolve to): each one costs the parent a
+#: prediction per sentence
+MAX_BUILTIN_LITERALS = 32
 
 ALLOWED_MODULES = frozenset({"numpy", "math"})
 
@@ -55,6 +67,53 @@ DENIED_ATTRIBUTES = frozenset(
     """
     )
 )
+_STR_METHODS = {n for n in dir(str) if not n.startswith("_")} - {"format", "format_map"}
+
+#: every attribute name a program may read: an allow-list, because a program can alias any
+#: object (``m = np``, ``[a][0]``, parameters), so what an attribute is called is all the check
+#: can know. Numpy arrays offer only arithmetic and reshaping here: no resize, view, base,
+#: data, ctypes, flags, setflags, tobytes, byteswap, ... (routes to raw memory).
+ALLOWED_ATTRIBUTES = frozenset(
+    NUMPY_NAMES
+    | MATH_NAMES
+    | {f.name for f in fields(context.PatternContext)
+       if not f.name.startswith("_") and not f.metadata.get("private")}
+    | {"word_attr", "words_to_tokens", "builtin", "fallback"}
+    | set(context.WORD_FIELDS)
+    | {"token_words", "word_tokens", "units", "n_tokens", "n_units"}
+    | set(
+        _words(
+            """
+        T all any argmax argmin argsort astype clip copy cumprod cumsum diagonal dot dtype fill
+        flatten imag item max mean min ndim nonzero prod ptp ravel real repeat reshape round
+        shape size sort squeeze std sum swapaxes take tolist trace transpose var
+        outer reduce accumulate
+        append extend insert pop remove index count reverse clear keys values items get
+        setdefault update popitem add discard union intersection difference
+        symmetric_difference issubset issuperset isdisjoint intersection_update
+        difference_update symmetric_difference_update
+        conjugate bit_length bit_count is_integer numerator denominator as_integer_ratio
+        args
+        """
+        )
+    )
+    | _STR_METHODS
+)  # fmt: skip
+
+#: array methods that take a dtype: the position of that argument. They may only be called
+#: directly (not aliased), without ``*``/``**``, and with a dtype the check can read
+#: (`_SAFE_DTYPE_*`): an object dtype is a step towards fabricated references.
+DTYPE_METHODS = {
+    "astype": 0, "sum": 1, "prod": 1, "mean": 1, "cumsum": 1, "cumprod": 1, "std": 1,
+    "var": 1, "trace": 3, "nansum": 2,
+}  # fmt: skip
+_SAFE_DTYPE_NAMES = frozenset({"float", "int", "bool"})
+_SAFE_DTYPE_ATTRS = frozenset({"float64", "float32", "int64", "int32", "intp", "uint8", "bool_",
+                               "bool"})  # fmt: skip
+_SAFE_DTYPE_STRINGS = frozenset(
+    _words("float float64 float32 f8 f4 double int int64 int32 i8 i4 intp uint8 u1 bool b1 ?")
+)
+
 # Frame, code, generator and traceback internals (the classic ways out of a restricted namespace).
 DENIED_ATTRIBUTE_PREFIXES = ("_", "gi_", "f_", "tb_", "co_", "cr_", "ag_", "im_", "func_")
 
@@ -113,10 +172,47 @@ def check_source(source: object) -> list[str]:
     nodes = list(ast.walk(tree))
     if len(nodes) > MAX_AST_NODES:
         return [f"program has {len(nodes)} syntax nodes; the limit is {MAX_AST_NODES}"]
-    numpy_aliases: set[str] = set()
+    numpy_aliases: set[str] = {
+        a.asname or a.name
+        for n in nodes
+        if isinstance(n, ast.Import)
+        for a in n.names
+        if a.name == "numpy"
+    }
+    # names that may not be bound again: the numpy/math namespaces and the dtypes a call may
+    # name (float = "O" would turn .astype(float) into an object cast)
+    protected = numpy_aliases | {"np", "numpy", "math"} | _SAFE_DTYPE_NAMES
+    called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
+    import_names = {id(a) for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom))
+                    for a in n.names}  # fmt: skip
 
     def where(node: ast.AST) -> str:
         return f"line {getattr(node, 'lineno', '?')}"
+
+    def bind(node: ast.AST, name: str | None, what: str) -> None:
+        # one rule for every binding site: assignment and loop targets, parameters, except-as,
+        # import aliases, walrus, comprehension variables, function names, keyword arguments
+        if name is None:
+            return
+        if name.startswith("__") or name in DENIED_NAMES:
+            problems.append(f"{where(node)}: the {what} {name!r} is not allowed")
+        elif name in protected:
+            problems.append(
+                f"{where(node)}: the {what} {name!r} may not be rebound (it names numpy, math or "
+                "a dtype). Fix: pick another name."
+            )
+
+    def safe_dtype(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value is None or node.value in _SAFE_DTYPE_STRINGS
+        if isinstance(node, ast.Name):
+            return node.id in _SAFE_DTYPE_NAMES
+        return (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in (numpy_aliases | {"np", "numpy"})
+            and node.attr in _SAFE_DTYPE_ATTRS
+        )
 
     for node in nodes:
         if not isinstance(node, _ALLOWED_NODES):
@@ -143,26 +239,75 @@ def check_source(source: object) -> list[str]:
                 elif a.name.startswith("_"):
                     problems.append(f"{where(node)}: importing {a.name!r} is not allowed")
         elif isinstance(node, ast.alias):
-            if node.asname and node.asname.startswith("_"):
-                problems.append(f"{where(node)}: the name {node.asname!r} is not allowed")
+            bound = node.asname or node.name.split(".")[0]
+            if bound.startswith("_"):
+                problems.append(f"{where(node)}: the name {bound!r} is not allowed")
+            elif id(node) in import_names and node.name not in ("numpy", "math"):
+                bind(node, bound, "name")  # `from numpy import e as float` rebinds a dtype
+            elif bound in _SAFE_DTYPE_NAMES or bound in DENIED_NAMES:
+                problems.append(f"{where(node)}: the name {bound!r} may not be rebound")
         elif isinstance(node, ast.Name):
             if node.id.startswith("__") or node.id in DENIED_NAMES:
                 problems.append(f"{where(node)}: the name {node.id!r} is not allowed")
+            elif isinstance(node.ctx, (ast.Store, ast.Del)):
+                bind(node, node.id, "name")
         elif isinstance(node, ast.arg):
-            if node.arg.startswith("__"):
-                problems.append(f"{where(node)}: the argument name {node.arg!r} is not allowed")
+            bind(node, node.arg, "argument name")
         elif isinstance(node, ast.keyword):
-            if node.arg is not None and node.arg.startswith("__"):
-                problems.append(f"{where(node)}: the keyword {node.arg!r} is not allowed")
+            if node.arg is None:
+                problems.append(
+                    f"{where(node)}: **-unpacking in a call is not allowed. Fix: name each "
+                    "keyword argument."
+                )
+            elif node.arg in ("buffer", "like"):
+                problems.append(f"{where(node)}: the keyword {node.arg}= is not allowed")
+            else:
+                bind(node, node.arg, "keyword")
+        elif isinstance(node, ast.ExceptHandler):
+            bind(node, node.name, "exception name")
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            for name in node.names:
+                bind(node, name, "name")
         elif isinstance(node, ast.Attribute):
             attr = node.attr
             if attr.startswith(DENIED_ATTRIBUTE_PREFIXES) or attr in DENIED_ATTRIBUTES:
                 problems.append(f"{where(node)}: the attribute .{attr} is not allowed")
+            elif attr not in ALLOWED_ATTRIBUTES:
+                problems.append(
+                    f"{where(node)}: the attribute .{attr} is not available in the sandbox "
+                    "(allowed: ctx's fields and methods, word and alignment fields, array "
+                    "arithmetic and reshaping, str/list/dict/set methods, np.<function>)"
+                )
+            elif isinstance(node.ctx, (ast.Store, ast.Del)):
+                problems.append(
+                    f"{where(node)}: assigning or deleting an attribute (.{attr}) is not allowed"
+                )
+            elif attr in DTYPE_METHODS and id(node) not in called:
+                problems.append(
+                    f"{where(node)}: .{attr} may only be called directly, e.g. x.{attr}(...), "
+                    "not stored or passed on"
+                )
         elif isinstance(node, ast.FunctionDef):
             if node.decorator_list:
                 problems.append(f"{where(node)}: decorators are not allowed")
-            if node.name.startswith("__"):
-                problems.append(f"{where(node)}: the function name {node.name!r} is not allowed")
+            bind(node, node.name, "function name")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in DTYPE_METHODS
+        ):
+            pos = DTYPE_METHODS[node.func.attr]
+            dtypes = [k.value for k in node.keywords if k.arg == "dtype"]
+            if any(isinstance(a, ast.Starred) for a in node.args):
+                problems.append(f"{where(node)}: .{node.func.attr}(*...) is not allowed")
+            elif len(node.args) > pos:
+                dtypes.append(node.args[pos])
+            if not all(safe_dtype(d) for d in dtypes):
+                problems.append(
+                    f"{where(node)}: .{node.func.attr}(...) needs a plain numeric dtype written "
+                    "out: float, int, bool, np.float64, np.int64, ... or a string such as "
+                    "'float64' (no object or structured dtypes)"
+                )
         elif isinstance(node, ast.Call) and _is_builtin_call(node):
             name = _literal_builtin(node)
             flags_ok = all(
@@ -182,6 +327,12 @@ def check_source(source: object) -> list[str]:
                     f"is {MAX_BUILTIN_NAME}"
                 )
 
+    literals = builtin_names(source)
+    if len(literals) > MAX_BUILTIN_LITERALS:
+        problems.append(
+            f"the program names {len(literals)} different ctx.builtin patterns; the limit is "
+            f"{MAX_BUILTIN_LITERALS}. Fix: use a few library patterns and combine them."
+        )
     # np.<name> must be in the namespace (a second pass: aliases are known). An alias the check
     # cannot follow (m = np) still reaches only the plain namespace at run time.
     aliases = numpy_aliases | {"np", "numpy"}

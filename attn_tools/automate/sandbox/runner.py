@@ -27,12 +27,14 @@ import functools
 import json
 import os
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ import numpy as np
 
 from attn_tools.automate.sandbox import child as _child
 from attn_tools.automate.sandbox.checker import builtin_names, check_source
+from attn_tools.patterns import base as _base
 from attn_tools.patterns.base import (
     Pattern,
     PatternError,
@@ -52,6 +55,9 @@ from attn_tools.patterns.base import (
 from attn_tools.patterns.context import PatternContext, context_to_plain, decode_matrix
 
 __all__ = [
+    "JAIL_UID",
+    "MAX_BUILTIN_PATTERNS",
+    "MAX_PAYLOAD_BYTES",
     "MAX_STREAM_BYTES",
     "MAX_WEIGHT",
     "SandboxResult",
@@ -70,6 +76,10 @@ SandboxStatus = Literal["ok", "rejected", "timeout", "crashed", "invalid_output"
 
 #: bytes read from the child's stderr (and the slack on stdout beyond the expected result)
 MAX_STREAM_BYTES = 64 * 1024
+#: the largest input sent to a child (sentences and their ctx.builtin matrices)
+MAX_PAYLOAD_BYTES = 64 * 2**20
+#: distinct library patterns (after resolving spellings) one program may ask for
+MAX_BUILTIN_PATTERNS = 16
 MAX_WEIGHT = _child.MAX_WEIGHT
 TRUNCATED = " [... truncated]"
 _MAX_LINE = 500
@@ -171,31 +181,24 @@ def _bootstrap(site: str, child: str) -> str:
     return f"import sys, runpy; sys.path[:0] = [{site!r}]; runpy.run_path({child!r}, run_name='__main__')"
 
 
-def bwrap_command(bwrap: str | None = None) -> list[str]:
-    """The bubblewrap command line that runs the child (the program comes on stdin).
+#: the host uid and gid the jail runs as when this process is root
+JAIL_UID = 65534
+#: where a root parent's private mount namespace shows the bound paths to the dropped bwrap
+_STAGE_CANDIDATES = ("/tmp", "/mnt", "/media", "/srv", "/opt", "/run", "/var/tmp")
 
-    Read-only: the interpreter's prefix (and the interpreter binary), the system library folders,
-    numpy's folders (bound under ``/sandbox/site``) and the two files of this package the child
-    needs. Nothing else of the host exists inside: no ``/home``, ``/root`` (but the prefix),
-    ``/work``, ``/etc`` (but the loader cache), cache folders or host ``/proc``.
-    """
-    bwrap = bwrap or shutil.which("bwrap") or "bwrap"
-    cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534",
-           "--gid", "65534", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-           "--hostname", "sandbox"]  # fmt: skip
-    bound: set[str] = set()
+
+def _jail_binds() -> list[tuple[str, str]]:
+    """``(host path, path inside the jail)`` of every read-only bind, in mount order."""
+    binds: list[tuple[str, str]] = []
 
     def ro(path: Path | str, dest: str | None = None) -> None:
-        src = str(path)
-        dest = dest or src
-        if dest not in bound and os.path.exists(src):
-            bound.add(dest)
-            cmd.extend(["--ro-bind", src, dest])
+        src = os.path.realpath(str(path))
+        dest = dest or str(path)
+        if dest not in {d for _, d in binds} and os.path.exists(src):
+            binds.append((src, dest))
 
-    for top in ("/lib", "/lib64", "/lib32", "/libx32", "/bin"):
-        if os.path.islink(top):
-            cmd.extend(["--symlink", os.readlink(top), top])
-        elif top != "/bin" and os.path.isdir(top):
+    for top in ("/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.isdir(top) and not os.path.islink(top):
             ro(top)
     for d in ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32", "/usr/local/lib"):
         ro(d)
@@ -208,9 +211,67 @@ def bwrap_command(bwrap: str | None = None) -> list[str]:
         ro(d, f"{_JAIL_SITE}/{d.name}")
     ro(_CONTEXT, _JAIL_CONTEXT)
     ro(_CHILD, _JAIL_CHILD)
+    return binds
+
+
+def _stage_point(sources: Sequence[str]) -> str | None:
+    """A folder to hide under a private tmpfs: none of the sources is in or above it."""
+    for cand in _STAGE_CANDIDATES:
+        if os.path.isdir(cand) and not os.path.islink(cand):
+            clash = any(
+                src == cand or src.startswith(cand + "/") or cand.startswith(src.rstrip("/") + "/")
+                for src in sources
+            )
+            if not clash:
+                return cand
+    return None
+
+
+def bwrap_command(bwrap: str | None = None) -> list[str]:
+    """The command line that runs the child in the jail (the program comes on stdin).
+
+    Read-only: the interpreter's prefix (and the interpreter binary), the system library folders,
+    numpy's folders (bound under ``/sandbox/site``) and the two files of this package the child
+    needs. Nothing else of the host exists inside: no ``/home``, ``/root`` (but the prefix),
+    ``/work``, ``/etc`` (but the loader cache), cache folders or host ``/proc``.
+
+    As root, bubblewrap itself runs as the unprivileged host uid `JAIL_UID` (``setpriv``), so a
+    process that escaped the language layer and the seccomp filter would still be ``nobody`` on
+    the host, never root. Paths that uid cannot reach (``/root`` is 0700 here) are first bound
+    onto a tmpfs in a private mount namespace (``unshare --mount``; the host sees no change) and
+    bubblewrap binds them from there.
+    """
+    bwrap = bwrap or shutil.which("bwrap") or "bwrap"
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(JAIL_UID),
+           "--gid", str(JAIL_UID), "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+           "--hostname", "sandbox"]  # fmt: skip
+    for top in ("/lib", "/lib64", "/lib32", "/libx32", "/bin"):
+        if os.path.islink(top):
+            cmd.extend(["--symlink", os.readlink(top), top])
+    binds = _jail_binds()
+    drop = os.geteuid() == 0
+    stage = _stage_point([src for src, _ in binds]) if drop else None
+    script = ["set -e"]
+    if stage:
+        script.append(f"mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev attn-sandbox {stage}")
+    for i, (src, dest) in enumerate(binds):
+        if stage:
+            staged = f"{stage}/{i}"
+            make = "mkdir" if os.path.isdir(src) else ": >"
+            script.append(f"{make} {staged}; mount --rbind {shlex.quote(src)} {staged}")
+            src = staged
+        cmd.extend(["--ro-bind", src, dest])
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp"]
     cmd += [str(_interpreter()), "-I", "-S", "-c", _bootstrap(_JAIL_SITE, _JAIL_CHILD)]
-    return cmd
+    if not drop:
+        return cmd
+    script.append(
+        f"exec setpriv --reuid={JAIL_UID} --regid={JAIL_UID} --clear-groups --inh-caps=-all "
+        '--bounding-set=-all --no-new-privs -- "$@"'
+    )
+    unshare = shutil.which("unshare") or "unshare"
+    return [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", "\n".join(script),
+            "sh", *cmd]  # fmt: skip
 
 
 def _unjailed_command() -> list[str]:
@@ -322,6 +383,25 @@ def _clip(value: Any, limit: int = _MAX_LINE) -> str:
     return text if len(text) <= limit else text[:limit] + TRUNCATED
 
 
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """``text`` with control, bidirectional, zero-width, surrogate and unassigned characters
+    written as ``\\uXXXX`` (newlines and tabs kept), so what a program printed cannot reorder
+    or hide text in a file, a terminal or the next prompt."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch not in "\n\t" and unicodedata.category(ch) in _HIDDEN_CATEGORIES:
+            code = ord(ch)
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _snippet(text: str) -> str:
     return text[:50] + ("..." if len(text) > 50 else "")
 
@@ -371,6 +451,19 @@ def _run_in_process(source: str, contexts: list[PatternContext]) -> dict[str, An
     return _child.run_payload(payload, harden_process=False)
 
 
+def _feed(stream: Any, data: bytes) -> None:
+    """Write ``data`` to the child's stdin and close it; a child that exits first is fine."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[stream.write(view[: 1 << 20]) or 0 :]
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
+
+
 def _reap(proc: subprocess.Popen, deadline: float, timed_out: bool) -> tuple[float, bool]:
     """Wait for the child (killing its group at the deadline); ``(cpu seconds, timed_out)``.
 
@@ -398,20 +491,23 @@ def _run_child(
     """Run the child; ``(answer, problem, status_if_problem, cpu_s)``."""
     expected = sum(12 * c.n * c.n + 256 for c in contexts)
     limits = {1: MAX_STREAM_BYTES + expected, 2: MAX_STREAM_BYTES}
-    with tempfile.TemporaryFile() as stdin:
-        # the payload goes in through a file: no pipe to deadlock on, whatever its size
-        stdin.write(json.dumps(payload).encode("utf-8"))
-        stdin.seek(0)
-        proc = subprocess.Popen(
-            cmd,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_child_env(),
-            cwd="/",
-            start_new_session=True,
-            close_fds=True,
-        )
+    data = json.dumps(payload).encode("utf-8")
+    # the payload goes in through a pipe, never a host file: a child that broke out of the
+    # language layer could grow or truncate a file it holds open (fallocate on fd 0)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(),
+        cwd="/",
+        start_new_session=True,
+        close_fds=True,
+    )
+    # written from a thread while stdout/stderr are drained here, so neither side can block
+    # the other whatever the sizes; a child that stops reading is killed at the deadline
+    writer = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)
+    writer.start()
     deadline = time.monotonic() + timeout
     try:
         kept, total, timed_out = _read_bounded(proc, limits, deadline)
@@ -420,6 +516,7 @@ def _run_child(
         if proc.returncode is None:  # an error on our side: leave no child behind
             _kill_group(proc)
             proc.wait()
+        writer.join(timeout=5)
         for stream in (proc.stdout, proc.stderr):
             stream.close()
     rc = proc.returncode
@@ -510,6 +607,81 @@ def run_program(
         )
 
 
+class _Refused(Exception):
+    """A program the parent will not prepare (``status`` says how it ends)."""
+
+    def __init__(self, message: str, status: SandboxStatus = "rejected") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _too_big(size: int) -> str:
+    return (
+        f"the program's input would be {size / 2**20:.0f} MiB; the limit is "
+        f"{MAX_PAYLOAD_BYTES / 2**20:.0f} MiB. Fix: fewer or shorter sentences, or fewer "
+        "ctx.builtin patterns."
+    )
+
+
+def _payload_bytes(payload: dict[str, Any]) -> int:
+    # the matrices dominate: 8 bytes -> 4/3 base64 characters each; the rest is small text
+    total = len(payload["source"])
+    for c in payload["contexts"]:
+        total += len(json.dumps({k: v for k, v in c.items() if k != "prepared"}))
+        total += sum(len(p["matrix"]["data"]) + 8 * len(p["has_mass"]) + 64
+                     for p in c["prepared"].values())  # fmt: skip
+    return total
+
+
+def _resolve_builtin(name: str) -> Pattern:
+    """The registry pattern for a ``ctx.builtin`` name, leaving no new entry in the registry's
+    cache of parametrised names (a program's spellings must not accumulate in this process)."""
+    before = set(_base._MADE)
+    try:
+        return get_pattern(name)
+    finally:
+        for key in set(_base._MADE) - before:
+            _base._MADE.pop(key, None)
+
+
+def _prepare_builtins(
+    names: Sequence[str], contexts: Sequence[PatternContext]
+) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The predictions of the program's ``ctx.builtin`` names for every sentence, keyed by
+    the literal name. Each distinct pattern is computed once; more than `MAX_BUILTIN_PATTERNS`
+    distinct patterns, or more than `MAX_PAYLOAD_BYTES` of matrices, is refused *before* any
+    is computed, so a program cannot make this process hold gigabytes."""
+    resolved: dict[str, Pattern] = {}
+    for name in names:
+        try:
+            resolved[name] = _resolve_builtin(name)
+        except (PatternError, RecursionError, ValueError) as exc:
+            raise _Refused(f"ctx.builtin({_clip(name, 80)!r}): {_clip(exc, 300)}") from None
+    distinct = {p.name: p for p in resolved.values()}
+    if len(distinct) > MAX_BUILTIN_PATTERNS:
+        raise _Refused(
+            f"the program uses {len(distinct)} different ctx.builtin patterns; the limit is "
+            f"{MAX_BUILTIN_PATTERNS}. Fix: use a few library patterns and combine them."
+        )
+    cells = sum(c.n * c.n for c in contexts)
+    estimate = len(resolved) * cells * 11  # base64 of float64
+    if estimate > MAX_PAYLOAD_BYTES:
+        raise _Refused(_too_big(estimate))
+    prepared: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in contexts]
+    for slot, ctx in zip(prepared, contexts):
+        made: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, pat in resolved.items():
+            try:
+                if pat.name not in made:
+                    made[pat.name] = predict(pat, ctx)
+            except (PatternError, RecursionError) as exc:
+                raise _Refused(
+                    f"ctx.builtin({name!r}) failed: {_clip(exc, 300)}", "crashed"
+                ) from None
+            slot[name] = made[pat.name]
+    return prepared
+
+
 def _run_program(
     source: str,
     sentences: Sequence[Any],
@@ -523,9 +695,15 @@ def _run_program(
     isolation = ""
 
     def done(status: SandboxStatus, problems: Sequence[str], **kw: Any) -> SandboxResult:
-        problems = tuple(_clip(p) for p in problems)
-        message = problems[0] if problems else kw.pop("message", status)
+        # everything that reaches a result (and from there a file or a prompt) is escaped
+        problems = tuple(_clip(printable(_clip(p, 4 * _MAX_LINE))) for p in problems)
+        message = problems[0] if problems else _clip(printable(kw.pop("message", status)))
         kw.pop("message", None)
+        if "printed" in kw:
+            shown = printable(kw["printed"])
+            if len(shown) > _child.MAX_PRINTED_CHARS + len(TRUNCATED):
+                shown = shown[: _child.MAX_PRINTED_CHARS] + TRUNCATED
+            kw["printed"] = shown
         return SandboxResult(
             status=status,
             message=message,
@@ -554,17 +732,10 @@ def _run_program(
     if not contexts:
         return done("ok", [], message="no sentences")
 
-    prepared: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in contexts]
-    for name in builtin_names(source):
-        try:
-            pat = get_pattern(name)
-        except (PatternError, RecursionError, ValueError) as exc:
-            return done("rejected", [f"ctx.builtin({_clip(name, 80)!r}): {_clip(exc, 300)}"])
-        try:
-            for slot, ctx in zip(prepared, contexts):
-                slot[name] = predict(pat, ctx)
-        except (PatternError, RecursionError) as exc:
-            return done("crashed", [f"ctx.builtin({name!r}) failed: {_clip(exc, 300)}"])
+    try:
+        prepared = _prepare_builtins(builtin_names(source), contexts)
+    except _Refused as exc:
+        return done(exc.status, [str(exc)])
 
     cpu_s = 0.0
     if trusted:
@@ -592,6 +763,9 @@ def _run_program(
             "memory_mb": int(memory_mb),
             "contexts": [context_to_plain(c, p) for c, p in zip(contexts, prepared)],
         }
+        size = _payload_bytes(payload)
+        if size > MAX_PAYLOAD_BYTES:
+            return done("rejected", [_too_big(size)])
         cmd = bwrap_command() if isolation == "bwrap" else _unjailed_command()
         answer, problem, status, cpu_s = _run_child(cmd, payload, contexts, timeout)
         if problem:
