@@ -213,6 +213,14 @@ def _rule_text(
     return f"{rule}; ties within {tie:g} listed"
 
 
+def _dropped_text(scores: pd.DataFrame) -> str:
+    """The rule's note on sink keys removed before scoring (the table's ``drop_keys`` column)."""
+    dropped = (
+        sorted(set(scores["drop_keys"].astype(str)) - {"none"}) if "drop_keys" in scores else []
+    )
+    return f"; scored with keys removed: {', '.join(dropped)}" if dropped else ""
+
+
 def _merge_aliases(
     candidates: pd.DataFrame,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, list[str]]]]:
@@ -417,7 +425,8 @@ def best_fit(
             ci=ci,
             n_boot=n_boot,
             min_effect=min_effect,
-        ),
+        )
+        + _dropped_text(scores),
         "ci": ci,
         "min_effect": min_effect,
         "n_boot": n_boot if ci is not None else None,

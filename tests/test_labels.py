@@ -161,3 +161,11 @@ def test_label_heads_requires_the_label_to_hold_half_the_attention(both, minilm)
     assert row["share"] == pytest.approx(by_hand, abs=1e-6)
     assert row["share_low"] <= row["share"] <= row["share_high"]
     assert "≥ 50% of the head's attention" in fit.attrs["rule"]
+
+
+def test_the_rule_says_which_keys_were_dropped(both, smollm2):
+    recs, ctxs, _ = both[smollm2.name]
+    df = score_heads(recs, ["previous_token", "self", "uniform"], contexts=ctxs, drop_keys="first")
+    assert best_fit(df).attrs["rule"].endswith("; scored with keys removed: first")
+    plain = score_heads(recs, ["previous_token", "self", "uniform"], contexts=ctxs)
+    assert "keys removed" not in best_fit(plain).attrs["rule"]
