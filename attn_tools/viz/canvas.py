@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTENTION_CMAP",
+    "FALLBACK_LABEL",
     "FORMATS",
     "FigureFormat",
     "NotebookFigure",
@@ -34,6 +35,7 @@ __all__ = [
     "colorbar_label",
     "draw_fallback_rows",
     "draw_matrix",
+    "fallback_legend_handle",
     "figure_png",
     "fit_text",
     "matrix_side_inches",

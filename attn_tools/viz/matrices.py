@@ -87,7 +87,9 @@ def plot_head(
     model = getattr(record, "model", None)
     level = "" if model is not None else " (word level)"
     default = f"{model or 'attention'} · layer {layer}, head {head}{level}"
-    ax.set_title(title or default, fontsize=10)
+    # the panel is the figure less the colour bar; a long model id wraps instead of spilling out
+    width = fig.get_size_inches()[0] - 1.3
+    ax.set_title(title or fit_text(fig, default, width, fontsize=10), fontsize=10)
     return finish(fig, save)
 
 

@@ -267,7 +267,7 @@ def plot_pattern_scores(
                            linestyle="--" if fits is False else "-"))  # fmt: skip
     n_sent = int(sub["n_sentences"].max()) if "n_sentences" in sub.columns else None
     verdict = (
-        f"no head fits (beats its baseline); closest: layer {bl}, head {bh}"
+        f"no head fits (none beats its uniform baseline); closest: layer {bl}, head {bh}"
         if fits is False
         else f"best: layer {bl}, head {bh}"
     )
