@@ -358,6 +358,28 @@ def example_sentences(contexts: Sequence[PatternContext], patterns: Sequence[Pat
     return [int(i) for i in best_i]
 
 
+def _any_fits(top: pd.DataFrame) -> bool | None:
+    """Whether any head of a `classify.top_heads` table fits (None: the table cannot say)."""
+    import pandas as pd
+
+    if "fits" not in top.columns:
+        return None
+    verdicts = pd.array(top["fits"], dtype="boolean")
+    return None if verdicts.isna().all() else bool(verdicts.fillna(False).any())
+
+
+def _example_head(top: pd.DataFrame) -> tuple[int, int]:
+    """The head an example figure draws: the best-ranked head that fits, else the closest one."""
+    import pandas as pd
+
+    pick = top.iloc[0]
+    if "fits" in top.columns:
+        verdicts = pd.array(top["fits"], dtype="boolean").fillna(False).to_numpy(bool)
+        if verdicts.any():
+            pick = top.iloc[int(np.argmax(verdicts))]
+    return int(pick["layer"]), int(pick["head"])
+
+
 def write_figures(
     records: Sequence[SentenceAttention],
     scores: pd.DataFrame,
@@ -369,6 +391,7 @@ def write_figures(
     best: pd.DataFrame | None = None,
     top_k: int = 10,
     max_examples: int = 240,
+    shared_range: bool = False,
 ) -> list[Path]:
     """Write every figure of one model into ``out`` and return the paths written.
 
@@ -388,6 +411,14 @@ def write_figures(
         patterns: patterns to draw per-pattern figures for (default: every pattern in ``scores``).
         formats: any of ``"png"``, ``"svg"``, ``"pdf"``.
         best: a `classify.best_fit` table to draw (default: `default_best_fit` of ``scores``).
+        shared_range: draw every ``scores-<p>`` map on one colour range (the lowest and highest
+            mean over the patterns drawn), so that equal colours mean equal scores across
+            patterns; False gives each map its own range (best contrast within a pattern).
+
+    A pattern on which no head fits (`classify.top_heads`' ``fits`` all False: no head beats its
+    own uniform score by the margin) is titled "no head fits" in its three figures, and its
+    example draws the closest head as such. Otherwise the example draws the best-scoring head
+    that fits. The top-heads bars carry each head's uniform score as a baseline tick.
     """
     from attn_tools import classify, viz
     from attn_tools.patterns.base import build_contexts, get_pattern
@@ -424,17 +455,27 @@ def write_figures(
     pats = [get_pattern(name) for name in names]
     contexts = build_contexts(model_records) if model_records else []
     examples = example_sentences(contexts, pats) if contexts else []
+    limits: dict[str, float | None] = {"vmin": None, "vmax": None}
+    if shared_range and names:
+        means = sub.loc[sub["pattern"].astype(str).isin(names), "mean"].to_numpy(float)
+        means = means[np.isfinite(means)]
+        if means.size:
+            limits = {"vmin": float(means.min()), "vmax": float(means.max())}
     for k, (name, pat) in enumerate(zip(names, pats)):
         slug = file_slug(name)
         top = classify.top_heads(sub, name, k=top_k)
-        emit(viz.plot_pattern_scores(sub, name, model=model, metric=metric), f"scores-{slug}")
-        emit(viz.plot_top_heads(top, model=model, metric=metric), f"top_heads-{slug}")
+        fits = _any_fits(top)
+        emit(
+            viz.plot_pattern_scores(sub, name, model=model, metric=metric, fits=fits, **limits),
+            f"scores-{slug}",
+        )
+        emit(viz.plot_top_heads(top, baseline=sub, model=model, metric=metric), f"top_heads-{slug}")
         if examples:
             i = examples[k]
-            cmp = compare_head(model_records[i], int(top["layer"].iloc[0]),
-                               int(top["head"].iloc[0]), pat, metric=metric,
+            shown = _example_head(top)
+            cmp = compare_head(model_records[i], shown[0], shown[1], pat, metric=metric,
                                context=contexts[i])  # fmt: skip
-            emit(viz.plot_head_vs_pattern(cmp), f"example-{slug}")
+            emit(viz.plot_head_vs_pattern(cmp, fits=fits), f"example-{slug}")
     csv_scores, csv_best = out / "scores.csv", out / "best_fit.csv"
     sub.to_csv(csv_scores, index=False)
     _flat_tied(best).to_csv(csv_best, index=False)

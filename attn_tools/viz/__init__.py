@@ -6,7 +6,10 @@ Every ``plot_*`` function takes results that were computed elsewhere (records, `
 `Figure` that a notebook shows as a PNG (`NotebookFigure`) and takes ``save=`` (a path; see
 `save_figure`) to write it as PNG, SVG or PDF. Attention matrices put queries on the y axis (row
 ``q`` attends *from* token ``q``) and keys on the x axis; layer × head grids put layer 0 at the
-bottom. Each pattern has one colour everywhere (`pattern_color`).
+bottom. Each pattern has one colour everywhere (`pattern_color`). One colour direction everywhere:
+darker = stronger attention = better fit (score maps flip their colormap for lower-is-better
+metrics, `score_cmap`). Rows a pattern leaves empty (its self fallback) are grey and hatched
+(`draw_fallback_rows`); titles that hold a model name wrap to the figure (`fit_text`).
 
 Modules: `canvas` (figures, saving, token ticks, metric labels), `matrices`, `tables`, `grid`,
 `colors`. Writing a whole set of figures and tables is `attn_tools.report.write_figures`.
@@ -21,14 +24,18 @@ from __future__ import annotations
 
 from attn_tools.viz.canvas import (
     ATTENTION_CMAP,
+    FALLBACK_LABEL,
     FORMATS,
     FigureFormat,
     NotebookFigure,
     Scale,
     clean_label,
     colorbar_label,
+    draw_fallback_rows,
     draw_matrix,
+    fallback_legend_handle,
     figure_png,
+    fit_text,
     matrix_side_inches,
     metric_axis_label,
     metric_display,
@@ -57,11 +64,13 @@ from attn_tools.viz.tables import (
     plot_linear_fit,
     plot_pattern_scores,
     plot_top_heads,
+    score_cmap,
     select_table,
 )
 
 __all__ = [
     "ATTENTION_CMAP",
+    "FALLBACK_LABEL",
     "FORMATS",
     "MAX_TIED_COLORS",
     "NONE_COLOR",
@@ -74,8 +83,11 @@ __all__ = [
     "colorbar_label",
     "draw_bars",
     "draw_diagonal_scatter",
+    "draw_fallback_rows",
     "draw_matrix",
+    "fallback_legend_handle",
     "figure_png",
+    "fit_text",
     "grid_shape",
     "head_grid",
     "head_labels",
@@ -98,6 +110,7 @@ __all__ = [
     "plot_top_heads",
     "resolve_scale",
     "save_figure",
+    "score_cmap",
     "select_table",
     "set_token_ticks",
     "thin_ticks",

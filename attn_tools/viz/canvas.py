@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,14 +26,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTENTION_CMAP",
+    "FALLBACK_LABEL",
     "FORMATS",
     "FigureFormat",
     "NotebookFigure",
     "Scale",
     "clean_label",
     "colorbar_label",
+    "draw_fallback_rows",
     "draw_matrix",
+    "fallback_legend_handle",
     "figure_png",
+    "fit_text",
     "matrix_side_inches",
     "metric_axis_label",
     "metric_display",
@@ -48,6 +53,12 @@ FigureFormat = Literal["png", "svg", "pdf"]
 Scale = Literal["linear", "sqrt", "auto"]
 FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 ATTENTION_CMAP = "Blues"
+# rows a pattern leaves empty (the framework falls back to self): grey and hatched, never blue,
+# so that a fallback is never read as the pattern's own prediction
+FALLBACK_FACE = "#e6e6e6"
+FALLBACK_SELF = "#8c8c8c"
+FALLBACK_HATCH = "////"
+FALLBACK_LABEL = "row the pattern leaves empty: falls back to self (grey)"
 
 # ----------------------------------------------------------------------------- figures
 
@@ -127,6 +138,44 @@ def finish(fig: Figure, save: str | Path | None) -> Figure:
     if save is not None:
         save_figure(fig, save)
     return fig
+
+
+def fit_text(
+    fig: Figure, text: str, width_in: float, *, fontsize: float, weight: str = "normal"
+) -> str:
+    """``text`` wrapped so that no line is wider than ``width_in`` inches at ``fontsize``.
+
+    Lines are measured with the figure's own renderer (not guessed from a character count), break
+    at spaces, and a word wider than the line (a long model id) is split between characters. Used
+    for every title that holds a model name, so no name length can push a title off the figure.
+    """
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+    prop = FontProperties(size=fontsize, weight=weight)
+    limit = max(width_in, 0.5) * fig.dpi
+
+    def width(s: str) -> float:
+        return renderer.get_text_width_height_descent(s, prop, ismath=False)[0]
+
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if width(candidate) <= limit:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            # a word longer than a whole line is cut between characters
+            while width(word) > limit and len(word) > 1:
+                cut = next(i for i in range(len(word), 0, -1) if width(word[:i]) <= limit or i == 1)
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -319,3 +368,60 @@ def draw_matrix(
         ax.set_xlabel("key (attended to)", fontsize=9)
         ax.set_ylabel("query (attending)", fontsize=9)
     return im
+
+
+def draw_fallback_rows(ax: Axes, has_mass: np.ndarray) -> list[Rectangle]:
+    """Cover the rows of a prediction panel that the pattern leaves empty (``has_mass`` False).
+
+    Such a row holds only the framework's fallback (attend to self), not the pattern: it is drawn
+    light grey and hatched, with its self cell in darker grey, over the image (whose data stay the
+    full prediction). Consecutive rows share one patch. Returns the patches (gid "fallback").
+    """
+    empty = ~np.asarray(has_mass, dtype=bool)
+    n = len(empty)
+    patches: list[Rectangle] = []
+    q = 0
+    while q < n:
+        if not empty[q]:
+            q += 1
+            continue
+        end = q
+        while end + 1 < n and empty[end + 1]:
+            end += 1
+        patches.append(
+            Rectangle(
+                (-0.5, q - 0.5),
+                n,
+                end - q + 1,
+                facecolor=FALLBACK_FACE,
+                edgecolor="#a6a6a6",
+                hatch=FALLBACK_HATCH,
+                linewidth=0.0,
+                zorder=3,
+                gid="fallback",
+            )  # fmt: skip
+        )
+        patches += [
+            Rectangle(
+                (r - 0.5, r - 0.5),
+                1,
+                1,
+                facecolor=FALLBACK_SELF,
+                edgecolor="#a6a6a6",
+                hatch=FALLBACK_HATCH,
+                linewidth=0.0,
+                zorder=3,
+                gid="fallback-self",
+            )  # fmt: skip
+            for r in range(q, end + 1)
+        ]
+        q = end + 1
+    for patch in patches:
+        ax.add_patch(patch)
+    return patches
+
+
+def fallback_legend_handle() -> Patch:
+    """The legend entry for `draw_fallback_rows`."""
+    return Patch(facecolor=FALLBACK_FACE, edgecolor="#a6a6a6", hatch=FALLBACK_HATCH,
+                 label=FALLBACK_LABEL)  # fmt: skip

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon, Rectangle
 
-from attn_tools.viz.canvas import finish, new_figure
+from attn_tools.viz.canvas import finish, fit_text, new_figure
 from attn_tools.viz.colors import NONE_COLOR, NONE_LABEL, pattern_color, text_color_on
 from attn_tools.viz.tables import grid_shape, select_table
 
@@ -137,7 +137,9 @@ def plot_best_fit_grid(
     legend_width = 0.3 + 0.075 * max(
         [len(n) + 5 for n in legend_names] + [len(a) + 4 for a in alias_lines] + [18]
     )
-    width = max(n_heads * cell + 0.9 + legend_width, 0.105 * len(full_title) + 0.5)
+    # a long title widens the figure up to 12 in, then wraps (a 120-character model id would
+    # otherwise ask for a 15 in poster)
+    width = max(n_heads * cell + 0.9 + legend_width, min(0.105 * len(full_title) + 0.5, 12.0))
     # cells stay square: shrink them if the title made the figure wider than the grid needs
     cell = min(cell, (width - 0.9 - legend_width) / n_heads)
     height = n_layers * cell + 1.7
@@ -192,10 +194,11 @@ def plot_best_fit_grid(
                          label=f"no pattern ({n_none})"))  # fmt: skip
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
               title="best fit (number of heads)", title_fontsize=8, frameon=False)  # fmt: skip
-    fig.suptitle(full_title, fontsize=12, fontweight="bold")
-    fig.text(0.01, 0.002, _rule_text(best, sub), fontsize=7.5, ha="left", va="bottom", wrap=True,
-             color="#333333")  # fmt: skip
-    fig.get_layout_engine().set(h_pad=0.25)
+    fig.suptitle(fit_text(fig, full_title, width - 0.3, fontsize=12, weight="bold"), fontsize=12,
+                 fontweight="bold")  # fmt: skip
+    # the caption is a figure-level x label, so constrained layout makes room for all its lines
+    caption = fit_text(fig, _rule_text(best, sub), width - 0.3, fontsize=7.5)
+    fig.supxlabel(caption, x=0.01, ha="left", fontsize=7.5, color="#333333")
     return finish(fig, save)
 
 
@@ -204,9 +207,38 @@ def _rule_text(best: pd.DataFrame, sub: pd.DataFrame) -> str:
     if not rule and "rule" in sub.columns and len(sub):
         rule = str(sub["rule"].iloc[0])
     parts = [f"Rule: {rule}" if rule else "Rule: the best mean score wins"]
+    interval = _interval_text(best, sub)
+    if interval:
+        parts.append(interval)
     n_tied = sum(1 for row in sub.itertuples() if len(head_labels(row)) > 1)
     if n_tied:
         parts.append(
             f"{n_tied} cell(s) split: patterns tied within tolerance (counted for each in the legend)"
         )
     return " · ".join(parts)
+
+
+def _interval_text(best: pd.DataFrame, sub: pd.DataFrame) -> str:
+    """The calibrated rule's intervals in one line: the labelled heads' effects and intervals.
+
+    Empty for a table without them (the fast rule). The interval level comes from
+    ``attrs["ci"]``; after a CSV round trip (no attrs) it is called "the interval".
+    """
+    if not {"effect", "ci_low", "ci_high"} <= set(sub.columns):
+        return ""
+    labelled = sub[sub["label"].astype(str) != NONE_LABEL]
+    ci = best.attrs.get("ci")
+    level = f"{float(ci):.0%} interval" if ci else "interval"
+    if labelled.empty:
+        return f"Calibrated: no head's {level} of its gain over the baseline lies above the cut-off"
+    eff = labelled["effect"].astype(float)
+    low = labelled["ci_low"].astype(float)
+    high = labelled["ci_high"].astype(float)
+    weakest = labelled.iloc[int(np.nanargmin(low.to_numpy()))]
+    return (
+        f"Calibrated effect (gain over the harder baseline) of the {len(labelled)} labelled "
+        f"heads: median {np.nanmedian(eff):.3f}, median {level} [{np.nanmedian(low):.3f}, "
+        f"{np.nanmedian(high):.3f}]; weakest L{int(weakest['layer'])} H{int(weakest['head'])} "
+        f"{float(weakest['effect']):.3f} [{float(weakest['ci_low']):.3f}, "
+        f"{float(weakest['ci_high']):.3f}]"
+    )

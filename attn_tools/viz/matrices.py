@@ -19,8 +19,11 @@ from attn_tools.viz.canvas import (
     Scale,
     clean_label,
     colorbar_label,
+    draw_fallback_rows,
     draw_matrix,
+    fallback_legend_handle,
     finish,
+    fit_text,
     matrix_side_inches,
     metric_spec,
     new_figure,
@@ -84,7 +87,9 @@ def plot_head(
     model = getattr(record, "model", None)
     level = "" if model is not None else " (word level)"
     default = f"{model or 'attention'} · layer {layer}, head {head}{level}"
-    ax.set_title(title or default, fontsize=10)
+    # the panel is the figure less the colour bar; a long model id wraps instead of spilling out
+    width = fig.get_size_inches()[0] - 1.3
+    ax.set_title(title or fit_text(fig, default, width, fontsize=10), fontsize=10)
     return finish(fig, save)
 
 
@@ -106,15 +111,22 @@ def plot_head_vs_pattern(
     *args: Any,
     max_labels: int | None = None,
     scale: Scale = "auto",
+    fits: bool | None = None,
     save: str | Path | None = None,
     **kwargs: Any,
 ) -> Figure:
     """A head's attention and a pattern's prediction side by side, the score in the title.
 
+    Rows that the pattern leaves empty (``has_mass`` False: the framework falls back to self) are
+    drawn grey and hatched in the prediction, with a legend entry, so a fallback is never read as
+    the pattern.
+
     Args:
         comparison: a `report.compare_head` result (the head, the prediction, the score of the
             head against the pattern on *this* sentence and the metric).
         max_labels, scale: as in `plot_head`.
+        fits: whether any head fits the pattern (e.g. ``classify.top_heads(...)["fits"].any()``);
+            False titles the figure "no head fits" and calls the head the closest one.
 
     Example:
         >>> cmp = report.compare_head(record, 0, 2, "previous_token")
@@ -128,23 +140,32 @@ def plot_head_vs_pattern(
     c = comparison
     n = len(c.labels)
     side = matrix_side_inches(n)
-    fig = new_figure(figsize=(2 * side + 1.6, side + 0.9), layout="constrained")
+    width = 2 * side + 1.6
+    fig = new_figure(figsize=(width, side + 0.9), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     scale = resolve_scale(scale, n)
     im = draw_matrix(left, c.actual, c.labels, max_labels=max_labels, scale=scale)
     draw_matrix(right, c.predicted, c.labels, vmax=1.0, max_labels=max_labels, scale=scale)
     right.set_ylabel("")
-    left.set_title(f"actual: layer {c.layer}, head {c.head}", fontsize=10)
-    fallback = int((~np.asarray(c.has_mass, dtype=bool)).sum())
-    note = f"  ({fallback} row(s) without mass → self)" if fallback else ""
-    right.set_title(f"predicted: {c.pattern}{note}", fontsize=10)
+    left.set_title(fit_text(fig, f"actual: layer {c.layer}, head {c.head}", side, fontsize=10),
+                   fontsize=10)  # fmt: skip
+    has_mass = np.asarray(c.has_mass, dtype=bool)
+    fallback = int((~has_mass).sum())
+    note = f" ({fallback} of {n} rows fall back to self)" if fallback else ""
+    right.set_title(fit_text(fig, f"predicted: {c.pattern}{note}", side, fontsize=10),
+                    fontsize=10)  # fmt: skip
+    if fallback:
+        draw_fallback_rows(right, has_mass)
+        fig.legend(handles=[fallback_legend_handle()], loc="outside lower center", fontsize=8,
+                   frameon=False)  # fmt: skip
     fig.colorbar(im, ax=[left, right], fraction=0.03, pad=0.02, label=colorbar_label(scale))
     spec = metric_spec(c.metric)
-    fig.suptitle(
-        f"{c.model} · L{c.layer} H{c.head} vs {c.pattern}: "
-        f"{spec.display} = {c.score:.3f} on this sentence ({spec.direction})",
-        fontsize=11,
+    lead = f"no head fits {c.pattern!r} — closest: " if fits is False else ""
+    title = (
+        f"{lead}{c.model} · L{c.layer} H{c.head} vs {c.pattern}: "
+        f"{spec.display} = {c.score:.3f} on this sentence ({spec.direction})"
     )
+    fig.suptitle(fit_text(fig, title, width - 0.3, fontsize=11), fontsize=11)
     return finish(fig, save)
 
 
@@ -274,12 +295,17 @@ def plot_patterns(
             ax.set_axis_off()
             continue
         draw_matrix(ax, mats[i], record.labels, vmax=1.0, ticks=False, axis_names=False)
+        if not masks[i].all():
+            draw_fallback_rows(ax, masks[i])
         if labelled and i % ncols == 0:
             set_token_ticks(ax, record.labels, x=False, fontsize=5.5)
         ax.set_title(f"{pats[i].name}\n{int(masks[i].sum())}/{n} rows", fontsize=7.5)
-    fig.suptitle(
+    if not masks.all():
+        fig.legend(handles=[fallback_legend_handle()], loc="outside lower center", fontsize=8,
+                   frameon=False)  # fmt: skip
+    title = (
         f"{len(pats)} patterns on {record.text[:80]!r} ({record.model}, {record.kind}); "
-        "rows = query, columns = key",
-        fontsize=10,
+        "rows = query, columns = key"
     )
+    fig.suptitle(fit_text(fig, title, ncols * panel + 0.1, fontsize=10), fontsize=10)
     return finish(fig, save)

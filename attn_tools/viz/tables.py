@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from attn_tools.viz.canvas import (
     finish,
+    fit_text,
     higher_is_better,
     metric_axis_label,
     metric_display,
@@ -40,6 +42,7 @@ __all__ = [
     "plot_linear_fit",
     "plot_pattern_scores",
     "plot_top_heads",
+    "score_cmap",
     "select_table",
 ]
 
@@ -189,6 +192,16 @@ def draw_diagonal_scatter(
 # ----------------------------------------------------------------------------- figures
 
 
+def score_cmap(metric: str | None) -> str:
+    """The colormap of a score map for ``metric``: the better end is always the darker one.
+
+    ``mako`` runs from dark (low values) to light, so a lower-is-better metric (``jsd``) uses it
+    as is and a higher-is-better one (``mul``) uses it reversed; the direction comes from the
+    metric registry.
+    """
+    return "mako_r" if higher_is_better(metric) else "mako"
+
+
 def plot_pattern_scores(
     scores: pd.DataFrame,
     pattern: str,
@@ -196,33 +209,53 @@ def plot_pattern_scores(
     model: str | None = None,
     metric: str | None = None,
     annotate: bool | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fits: bool | None = None,
     save: str | Path | None = None,
 ) -> Figure:
     """Layers × heads heatmap of one pattern's mean score (layer 0 at the bottom).
 
-    The colour scale is oriented so that the better fit is always the darker colour, whatever
-    the metric's direction; the best head is outlined. ``annotate`` writes each value in its cell
-    (default: when the grid is small enough to read them).
+    The darker cell is always the better fit, whatever the metric's direction (`score_cmap`):
+    the best head is the darkest cell and is outlined, and the colour bar puts "better" (dark) at
+    its top.
+
+    Args:
+        scores: a `scoring.score_heads` table.
+        pattern, model, metric: which rows to draw.
+        annotate: write each value in its cell (default: when the grid is small enough to read).
+        vmin, vmax: the colour range (default: this pattern's own range); pass the same pair to
+            every map of a set so that colours compare across patterns (``write_figures(...,
+            shared_range=True)`` does).
+        fits: whether any head fits the pattern (``classify.top_heads(...)["fits"].any()``).
+            False titles the map "no head fits" and outlines the closest head dashed instead of
+            naming a best head; None (unknown) names the best-scoring head.
     """
     import seaborn as sns
 
     sub, model, metric = select_table(scores, model=model, metric=metric, pattern=pattern)
     n_layers, n_heads = grid_shape(sub)
     grid = head_grid(sub, "mean", n_layers, n_heads)
-    higher = higher_is_better(metric)
     if annotate is None:
         annotate = n_layers * n_heads <= 160
     cell = float(np.clip(min(9.0 / n_heads, 8.0 / n_layers), 0.28, 0.6))
-    fig = new_figure(figsize=(n_heads * cell + 2.2, n_layers * cell + 1.2), layout="constrained")
+    width = n_heads * cell + 2.2
+    fig = new_figure(figsize=(width, n_layers * cell + 1.2), layout="constrained")
     ax = fig.add_subplot()
     frame = pd.DataFrame(
         grid,
         index=pd.RangeIndex(n_layers, name="layer"),
         columns=pd.RangeIndex(n_heads, name="head"),
     )
-    sns.heatmap(frame, ax=ax, cmap="mako" if higher else "mako_r", annot=annotate, fmt=".2f",
-                annot_kws={"fontsize": 7}, linewidths=0.4, linecolor="white",
-                cbar_kws={"label": metric_axis_label(metric)}, square=False)  # fmt: skip
+    higher = higher_is_better(metric)
+    sns.heatmap(frame, ax=ax, cmap=score_cmap(metric), vmin=vmin, vmax=vmax, annot=annotate,
+                fmt=".2f", annot_kws={"fontsize": 7}, linewidths=0.4, linecolor="white",
+                cbar_kws={"label": metric_axis_label(metric) + "; darker = better"},
+                square=False)  # fmt: skip
+    cbar = ax.collections[0].colorbar
+    if not higher:
+        cbar.ax.invert_yaxis()  # the better (dark) end at the top, as for higher-is-better
+    cbar.ax.set_title("better", fontsize=7)
     ax.invert_yaxis()  # layer 0 at the bottom, as in the best-fit grid
     ax.tick_params(axis="y", rotation=0, labelsize=7 if n_layers > 16 else 9)
     ax.tick_params(axis="x", labelsize=8)
@@ -230,27 +263,40 @@ def plot_pattern_scores(
     flat = grid.ravel()
     best = spec.best(flat) if spec is not None else int(np.nanargmin(flat))
     bl, bh = np.unravel_index(best, grid.shape)
-    ax.add_patch(Rectangle((bh, bl), 1, 1, fill=False, edgecolor="#e4572e", linewidth=2.2))
+    ax.add_patch(Rectangle((bh, bl), 1, 1, fill=False, edgecolor="#e4572e", linewidth=2.2,
+                           linestyle="--" if fits is False else "-"))  # fmt: skip
     n_sent = int(sub["n_sentences"].max()) if "n_sentences" in sub.columns else None
-    ax.set_title(
-        f"{model} · how well each head fits {pattern!r}\n"
-        f"mean over {n_sent} sentences; best: layer {bl}, head {bh} ({grid[bl, bh]:.3f})",
-        fontsize=10,
+    verdict = (
+        f"no head fits (none beats its uniform baseline); closest: layer {bl}, head {bh}"
+        if fits is False
+        else f"best: layer {bl}, head {bh}"
     )
+    title = (
+        f"{model} · how well each head fits {pattern!r}\n"
+        f"mean over {n_sent} sentences; {verdict} ({grid[bl, bh]:.3f})"
+    )
+    # the axes is the figure less the colour bar and the layer labels
+    ax.set_title(fit_text(fig, title, width - 1.9, fontsize=10), fontsize=10)
     return finish(fig, save)
 
 
 def plot_top_heads(
     top: pd.DataFrame,
     *,
+    baseline: pd.DataFrame | None = None,
     model: str | None = None,
     metric: str | None = None,
     save: str | Path | None = None,
 ) -> Figure:
     """Horizontal bars of the heads in a `classify.top_heads` table, best at the top (± std).
 
+    Each bar carries a black tick at *that head's own* ``uniform`` score (the baseline the
+    ``fits`` column is judged against), read from a ``baseline_score`` column of ``top`` or from
+    the ``uniform`` rows of ``baseline`` (the score table ``top`` came from). Heads whose ``fits``
+    is False are drawn pale and hatched; when none fits the title says "no head fits".
+
     Example:
-        >>> viz.plot_top_heads(classify.top_heads(scores, "first_token", k=8))
+        >>> viz.plot_top_heads(classify.top_heads(scores, "first_token", k=8), baseline=scores)
     """
     if "rank" not in top.columns or "pattern" not in top.columns:
         raise ValueError(
@@ -261,16 +307,81 @@ def plot_top_heads(
     sub, model, metric = select_table(top, model=model, metric=metric)
     sub = sub.sort_values("rank", kind="stable")
     pattern = _one(sub["pattern"], "pattern", "a top_heads table of one pattern")
-    fig = new_figure(figsize=(6.4, 0.38 * len(sub) + 1.5), layout="constrained")
+    width = 6.4
+    fig = new_figure(figsize=(width, 0.38 * len(sub) + 1.7), layout="constrained")
     ax = fig.add_subplot()
     names = [f"L{int(r.layer)} H{int(r.head)}" for r in sub.itertuples()]
     std = sub["std"].to_numpy(float) if "std" in sub.columns else None
-    draw_bars(ax, names, sub["mean"].to_numpy(float), pattern_color(pattern), errors=std,
-              metric=metric)  # fmt: skip
+    color = pattern_color(pattern)
+    bars = draw_bars(ax, names, sub["mean"].to_numpy(float), color, errors=std, metric=metric)
+    fits = _fits(sub)
+    handles: list[Patch | Line2D] = []
+    if fits is not None and not fits.all():
+        for bar, ok in zip(bars, fits):
+            if not ok:
+                bar.set_facecolor(_pale(color))
+                bar.set_hatch("///")
+        handles.append(Patch(facecolor=_pale(color), hatch="///", edgecolor="black",
+                             linewidth=0.5, label="does not beat its uniform baseline"))  # fmt: skip
+    base = _baseline_scores(sub, baseline)
+    if base is not None and np.isfinite(base).any():
+        for bar, b in zip(bars, base):
+            if np.isfinite(b):
+                y, h = bar.get_y(), bar.get_height()
+                ax.plot([b, b], [y - 0.12 * h, y + 1.12 * h], color="black", linewidth=1.6,
+                        solid_capstyle="butt", zorder=4, gid="baseline")  # fmt: skip
+        ax.set_xlim(*metric_limits(metric, np.r_[ax.get_xlim(), base]))
+        handles.append(Line2D([], [], color="black", linewidth=1.6,
+                              label="this head's uniform-pattern score (baseline)"))  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", fontsize=7.5, frameon=False,
+                   ncols=len(handles))  # fmt: skip
     n_sent = int(sub["n_sentences"].max()) if "n_sentences" in sub.columns and len(sub) else None
     ax.set_xlabel(metric_axis_label(metric, "mean ") + f" over {n_sent} sentences; bars: ± std")
-    ax.set_title(f"{model} · top {len(sub)} heads for {pattern!r}", fontsize=10)
+    verdict = (
+        f"no head fits {pattern!r} — closest {len(sub)} heads"
+        if fits is not None and not (fits.any())
+        else f"top {len(sub)} heads for {pattern!r}"
+    )
+    # the axes starts after the "L12 H3" labels
+    ax.set_title(fit_text(fig, f"{model} · {verdict}", width - 1.2, fontsize=10), fontsize=10)
     return finish(fig, save)
+
+
+def _fits(sub: pd.DataFrame) -> np.ndarray | None:
+    """The ``fits`` verdicts as bools, or None when the table has none (no column, or all NA)."""
+    if "fits" not in sub.columns:
+        return None
+    col = pd.array(sub["fits"], dtype="boolean")
+    if col.isna().all():
+        return None
+    return col.fillna(False).to_numpy(bool)
+
+
+def _pale(color: str) -> tuple[float, float, float]:
+    import matplotlib.colors as mcolors
+
+    r, g, b = mcolors.to_rgb(color)
+    return (1 - 0.35 * (1 - r), 1 - 0.35 * (1 - g), 1 - 0.35 * (1 - b))
+
+
+def _baseline_scores(sub: pd.DataFrame, baseline: pd.DataFrame | None) -> np.ndarray | None:
+    """Each bar's head's ``uniform`` score: ``top``'s own column, else looked up in ``baseline``."""
+    if "baseline_score" in sub.columns:
+        return sub["baseline_score"].to_numpy(float)
+    if baseline is None:
+        return None
+    uni = baseline[baseline["pattern"].astype(str) == "uniform"]
+    if uni.empty:
+        raise ValueError(
+            "baseline= has no 'uniform' rows, so there is no baseline score to draw. Fix: score "
+            "'uniform' too (score_heads(records, [..., 'uniform'])) or leave baseline=None"
+        )
+    keys = [k for k in ("model", "layer", "head") if k in uni.columns and k in sub.columns]
+    if "metric" in uni.columns and "metric" in sub.columns:
+        uni = uni[uni["metric"].isin(sub["metric"].unique())]
+    merged = sub[keys].merge(uni[[*keys, "mean"]].drop_duplicates(keys), on=keys, how="left")
+    return merged["mean"].to_numpy(float)
 
 
 def plot_consistency(
