@@ -681,9 +681,10 @@ def top_heads(
 
     A model on which the pattern lacks support (`supported`: it predicts too few rows itself,
     e.g. ``punctuation`` on a decoder, where every row falls back to self) gets no rows: its
-    "best" heads would be the best *self* heads. The ``fits`` column says whether the head beats
-    its own ``uniform`` score by ``margin`` (the baseline `best_fit` uses); it is missing
-    (``<NA>``) where the table has no ``uniform`` row or the metric scores raw weights.
+    "best" heads would be the best *self* heads. ``baseline_score`` is the head's own
+    ``uniform`` score and ``fits`` says whether the head beats it by ``margin`` (the baseline
+    `best_fit` uses); both are missing (NaN / ``<NA>``) where the table has no ``uniform`` row or
+    the metric scores raw weights.
 
     Example:
         >>> top_heads(score_heads(records), "previous_token", k=5)
@@ -708,10 +709,12 @@ def top_heads(
     top["rank"] = top.groupby("model").cumcount() + 1
     uniform = scores[scores["pattern"] == "uniform"].set_index(HEAD_KEYS)["mean"]
     if spec.raw or uniform.empty or top.empty:
+        top["baseline_score"] = np.nan
         top["fits"] = pd.NA
     else:
         base = uniform.reindex(pd.MultiIndex.from_frame(top[HEAD_KEYS])).to_numpy()
         gain = spec.signed(base) - spec.signed(top["mean"].to_numpy())
+        top["baseline_score"] = base
         top["fits"] = pd.array(np.where(np.isfinite(base), gain >= margin, False), dtype="boolean")
     return top.reset_index(drop=True)
 

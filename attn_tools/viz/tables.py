@@ -366,10 +366,12 @@ def _pale(color: str) -> tuple[float, float, float]:
 
 
 def _baseline_scores(sub: pd.DataFrame, baseline: pd.DataFrame | None) -> np.ndarray | None:
-    """Each bar's head's ``uniform`` score: ``top``'s own column, else looked up in ``baseline``."""
-    if "baseline_score" in sub.columns:
-        return sub["baseline_score"].to_numpy(float)
+    """Each bar's head's ``uniform`` score: looked up in ``baseline`` when given, else ``top``'s
+    own ``baseline_score`` column (`classify.top_heads` adds it) when it holds any value."""
     if baseline is None:
+        if "baseline_score" in sub.columns:
+            values = sub["baseline_score"].to_numpy(float)
+            return values if np.isfinite(values).any() else None
         return None
     uni = baseline[baseline["pattern"].astype(str) == "uniform"]
     if uni.empty:
