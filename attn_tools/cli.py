@@ -158,6 +158,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
             records, ranked, folder, model_name=bundle.name, formats=args.format,
+            shared_range=args.shared_range,
             best=label_heads(records, metric=args.metric, drop_keys=_drop(args)),
         )  # fmt: skip
         print(f"{bundle.name}: wrote {len(written)} files under {folder}")
@@ -314,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a metric that ranks patterns against each other: %(choices)s (default: %(default)s)",
     )
     drop_keys(sp)
+    sp.add_argument(
+        "--shared-range",
+        action="store_true",
+        help="one colour range for every per-pattern score map (compare maps by colour)",
+    )
     sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
     sp.add_argument("--out", default="outputs")
     sp.set_defaults(fn=cmd_figures)

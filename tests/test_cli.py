@@ -163,3 +163,39 @@ def test_automate_with_a_chat_backend_refuses_without_bubblewrap(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "apt-get install bubblewrap" in r.stderr and "--unsafe-no-os-sandbox" in r.stderr
     assert not out.exists()
+
+
+def test_score_and_figures_with_sinks_removed(tmp_path):
+    """`score` and `figures` end to end on a user's file, with --drop-keys and --shared-range:
+    the written tables carry the setting, the grid's rule says it, and figures are written."""
+    import pandas as pd
+
+    src = tmp_path / "s.txt"
+    src.write_text(
+        "\n".join(
+            [
+                "The old clock in the hall struck nine, and nobody moved.",
+                "A gull circled the harbour twice before it landed on the mast.",
+                "She folded the letter, sealed it, and left it on the table.",
+                "Rain drummed on the tin roof all through the long night.",
+                "The children counted the boats, then counted them again.",
+                "His bicycle leaned against the fence where he had left it.",
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "out"
+    r = _run("score", "--model", "minilm", "--sentences", str(src), "--drop-keys", "first",
+             "--quiet", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(out / "scores_all-MiniLM-L6-v2_jsd_drop-first.csv")
+    assert set(table["drop_keys"]) == {"first"} and len(table) == 72 * table["pattern"].nunique()
+    assert "[positional]" in r.stdout and "previous_token" in r.stdout
+    r = _run("figures", "--model", "minilm", "--sentences", str(src), "--drop-keys", "special",
+             "--shared-range", "--quiet", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    folder = out / "all-MiniLM-L6-v2_drop-special"
+    assert (folder / "best_fit_grid.png").stat().st_size > 10_000
+    assert (folder / "scores-previous_token.png").exists()
+    best = pd.read_csv(folder / "best_fit.csv")
+    assert len(best) == 72 and best["label"].notna().all()
