@@ -310,7 +310,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "recursion_print": (body("a = []\nfor i in range(100000):\n    a = [a]\nprint(a)" + EYE), {C}),
     "recursion_nested_builtin": (
         body("return ctx.builtin('" + "shuffled(" * 15 + "previous_token" + ")" * 15 + "')"),
-        {OK, C},
+        {R},  # nesting beyond 2 levels is refused before any work
     ),
     # the red team's memory-corruption routes (a use-after-free through ndarray.resize, objects
     # fabricated from raw integers) and every other way to raw memory or object arrays
