@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attn_tools.automate.sandbox import check_program, os_sandbox_problem, run_program
 from attn_tools.automate.sandbox import child as sandbox_child
-from attn_tools.automate.sandbox import os_sandbox_problem, run_program
-from attn_tools.automate.sandbox.runner import TRUNCATED, _unjailed_command, bwrap_command
+from attn_tools.automate.sandbox.jail import bwrap_command, unjailed_command
+from attn_tools.automate.sandbox.runner import TRUNCATED
 from attn_tools.patterns.context import (
     PatternContext,
     PlainAlignment,
@@ -309,7 +310,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "recursion_print": (body("a = []\nfor i in range(100000):\n    a = [a]\nprint(a)" + EYE), {C}),
     "recursion_nested_builtin": (
         body("return ctx.builtin('" + "shuffled(" * 15 + "previous_token" + ")" * 15 + "')"),
-        {OK, C},
+        {R},  # nesting beyond 2 levels is refused before any work
     ),
     # the red team's memory-corruption routes (a use-after-free through ndarray.resize, objects
     # fabricated from raw integers) and every other way to raw memory or object arrays
@@ -597,7 +598,7 @@ def test_cpu_limit_is_honoured_to_a_fraction_of_a_second(arena):
         "contexts": [context_to_plain(CONTEXTS[0])],
     }
     proc = subprocess.Popen(
-        _unjailed_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        unjailed_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     proc.stdin.write(json.dumps(payload).encode())
     proc.stdin.close()
@@ -615,9 +616,9 @@ def test_cpu_limit_is_honoured_to_a_fraction_of_a_second(arena):
 
 
 def test_without_bubblewrap_untrusted_programs_are_refused(monkeypatch, arena):
-    from attn_tools.automate.sandbox import runner
+    from attn_tools.automate.sandbox import jail, runner
 
-    monkeypatch.setattr(runner.shutil, "which", lambda name: None)
+    monkeypatch.setattr(jail.shutil, "which", lambda name: None)
     src = body("return np.eye(ctx.n)")
     res = run_program(src, CONTEXTS)
     assert res.status == R and "apt-get install bubblewrap" in res.message
@@ -809,7 +810,7 @@ def test_after_a_break_in_no_host_disk_no_signals(arena, jailed):
         got, drop = _post_break(arena, bwrap_command(), _JAIL_SITE, _JAIL_CHILD)
     else:
         site = str(Path(np.__file__).parents[1])
-        got, drop = _post_break(arena, _unjailed_command(), site, sandbox_child.__file__)
+        got, drop = _post_break(arena, unjailed_command(), site, sandbox_child.__file__)
     assert got["layers"] == {"no_new_privs": True, "seccomp": True}
     assert got["stdin_is_pipe"] is True
     for name in _DENIED_AFTER_BREAK:
@@ -975,3 +976,138 @@ def test_the_runtime_namespace_holds_without_the_static_check(arena):
         ), (name, answer)
         assert not any("shape" in r for r in answer.get("results", [])), (name, answer)
         arena.assert_no_effect(name, json.dumps(answer))
+
+
+# ----------------------------------------------------------------------------- second red-team pass
+
+
+def test_size_arguments_are_bounded_before_numpy_computes_them():
+    """np.repeat's total wrapped past 2**64 in C (SIGSEGV); every sized constructor now counts
+    its elements in Python ints and refuses more than the memory bound first."""
+    from attn_tools.automate.sandbox.child import program_namespace
+
+    sb = program_namespace(max_bytes=2**20)["np"]
+    bombs = {
+        "repeat_sum_wrap": lambda: sb.repeat(sb.zeros(3), [2**63 - 1, 2**63 - 1, 2]),
+        "repeat_scalar": lambda: sb.repeat(sb.ones(4), 2**62),
+        "repeat_axis": lambda: sb.repeat(sb.ones((2, 3)), 2**61, axis=1),
+        "tile": lambda: sb.tile(sb.ones(4), 2**62),
+        "full": lambda: sb.full((2**40, 2**40), 1.0),
+        "zeros": lambda: sb.zeros((2**32, 2**32, 2**32)),
+        "broadcast_to": lambda: sb.broadcast_to(sb.ones(1), (2**62,)),
+        "kron": lambda: sb.kron(sb.ones(2**10), sb.ones(2**10)),
+        "eye": lambda: sb.eye(2**31),
+        "ufunc_outer": lambda: sb.add.outer(sb.ones(2**10), sb.ones(2**10)),
+    }
+    for name, make in bombs.items():
+        with pytest.raises(MemoryError, match="elements; the sandbox allows at most 131072"):
+            make()
+        assert name
+    with pytest.raises(ValueError, match="may not be negative"):
+        sb.repeat(sb.ones(2), -(2**63))
+    # honest sizes give numpy's own answers
+    np.testing.assert_array_equal(sb.repeat(np.arange(3), [1, 0, 2]), [0, 2, 2])
+    np.testing.assert_array_equal(sb.tile(np.arange(2), 3), [0, 1, 0, 1, 0, 1])
+    assert sb.repeat(np.ones((2, 3)), 2, axis=0).shape == (4, 3)
+    assert sb.full((4, 4), 2.0).sum() == 32.0
+
+
+def test_array_repeat_and_out_and_dtype_slots_are_refused_statically():
+    refused = {
+        "x = np.ones(4).repeat(2**62)": ".repeat is only available as np.repeat",
+        "f = np.ones(4).repeat": ".repeat is only available as np.repeat",
+        "x = np.zeros(3).clip(0, 1, dtype='O')": "dtype",
+        "x = np.zeros(3).cumsum(0, 'O')": "dtype",
+        "x = np.zeros(3).round(0, np.zeros(3))": "output array",
+        "x = np.ones(3).max(0, np.zeros(()))": "output array",
+        "x = np.ones(3).dot(np.ones(3), np.zeros(()))": "output array",
+        "x = np.ones(3).take([0], 0, np.zeros(1))": "output array",
+        "x = np.ones(3).sum(out=np.zeros(()))": "keyword out=",
+        "x = np.add(np.ones(2), 1, signature='OOO')": "keyword signature=",
+        "f = np.ones(3).clip": "may only be called directly",
+        "try:\n    np.add('a', 1)\nexcept TypeError as e:\n    u = e.args[0]": ".args",
+    }
+    for code, why in refused.items():
+        problems = check_program(body(code + EYE))
+        assert any(why in p for p in problems), (code, problems)
+    honest = body(
+        """
+        x = np.ones((ctx.n, ctx.n))
+        y = x.sum(0) + x.max(axis=0) + np.sum(x, 0) + np.max(x, 0) + x.clip(0, 1).mean(0)
+        z = np.repeat(x, 1, axis=0).astype(float).cumsum(1, dtype='float64')
+        reducers = [np.max, np.min]
+        return np.eye(ctx.n) + 0 * y + 0 * z[:, :1] + 0 * reducers[0](x)
+        """
+    )
+    assert check_program(honest) == []
+
+
+def test_numpy_exceptions_reach_the_program_as_plain_exceptions():
+    """A no-loop TypeError carried the real ufunc in .args (unchecked object loops); the
+    wrappers raise a fresh builtin exception holding only the message, with no chain."""
+    from attn_tools.automate.sandbox.child import program_namespace
+
+    sb = program_namespace()["np"]
+    for make in (lambda: sb.add("a", 1), lambda: sb.add.outer("a", 1), lambda: sb.sum([1, "a"])):
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the class is what is checked
+            make()
+        exc = info.value
+        assert type(exc).__module__ == "builtins", type(exc)
+        assert all(isinstance(a, str) for a in exc.args), exc.args
+        assert exc.__cause__ is None and exc.__context__ is None
+
+
+@needs_jail
+def test_exception_args_hand_out_no_ufunc_even_without_the_static_check(arena):
+    from attn_tools.automate.sandbox.runner import _run_child
+
+    code = """
+    try:
+        np.add('a', 1)
+    except TypeError as e:
+        u = e.args[0]
+    if isinstance(u, str):
+        return np.eye(ctx.n)
+    return np.zeros((ctx.n, ctx.n))
+    """
+    payload = {"source": body(code), "cpu_seconds": 2.0, "memory_mb": 256,
+               "contexts": [context_to_plain(CONTEXTS[0])]}  # fmt: skip
+    answer, problem, _, _ = _run_child(bwrap_command(), payload, CONTEXTS[:1], 60.0)
+    assert problem is None, problem
+    from attn_tools.patterns.context import decode_matrix
+
+    got = decode_matrix(answer["results"][0], max_elements=CONTEXTS[0].n ** 2)
+    np.testing.assert_array_equal(got, np.eye(CONTEXTS[0].n))
+    arena.assert_no_effect("exc_args", json.dumps(answer))
+
+
+def test_repeat_overflow_ends_as_a_memory_error_not_a_crash(arena):
+    kw = {} if JAIL is None else {"unsafe_no_os_sandbox": True}
+    for code in ("x = np.repeat(np.zeros(3), [2**63 - 1, 2**63 - 1, 2])",
+                 "x = np.repeat(np.ones(4), 2**62)"):  # fmt: skip
+        res = run_program(body(code + EYE), CONTEXTS[:1], **LIMITS, **kw)
+        assert res.status == C and "MemoryError" in res.message, res.message
+        assert "signal" not in res.message
+        arena.assert_no_effect(code, _outputs(res))
+
+
+def test_ten_wall_clock_timeouts_in_a_row_all_report_timeout():
+    """_kill_group used to call proc.kill(), whose poll() could reap the child before wait4."""
+    kw = {} if JAIL is None else {"unsafe_no_os_sandbox": True}
+    src = body("x = 0\nfor i in range(10**9):\n    x += 1" + EYE)
+    statuses = [
+        run_program(src, CONTEXTS[:1], cpu_seconds=30, timeout=1.0, **kw).status for _ in range(10)
+    ]
+    assert statuses == [T] * 10
+
+
+def test_builtin_nesting_is_capped_and_parent_work_counts_against_the_timeout():
+    deep = "shuffled(" * 19 + "offset(1)" + ")" * 19
+    problems = check_program(body(f"return ctx.builtin({deep!r})"))
+    assert any("nests 20 levels" in p and "the limit is 2" in p for p in problems), problems
+    assert check_program(body("return ctx.builtin('shuffled(offset(1))')")) == []
+    ctxs = [make_context([f"w{i}" for i in range(60)]) for _ in range(20)]
+    names = [f"shuffled(offset({k}))" for k in range(1, 17)]
+    src = body("x = [" + ", ".join(f"ctx.builtin({n!r})" for n in names) + "]" + EYE)
+    res = run_program(src, ctxs, cpu_seconds=2, timeout=1e-6, unsafe_no_os_sandbox=True)
+    assert res.status == T and "ctx.builtin" in res.message, res.message

@@ -23,7 +23,9 @@ from attn_tools.automate.sandbox.child import MATH_NAMES, NUMPY_NAMES, context
 __all__ = [
     "ALLOWED_ATTRIBUTES",
     "MAX_AST_NODES",
+    "MAX_BUILTIN_DEPTH",
     "MAX_BUILTIN_LITERALS",
+    "METHOD_SLOTS",
     "MAX_SOURCE_CHARS",
     "builtin_names",
     "check_source",
@@ -93,20 +95,35 @@ ALLOWED_ATTRIBUTES = frozenset(
         symmetric_difference issubset issuperset isdisjoint intersection_update
         difference_update symmetric_difference_update
         conjugate bit_length bit_count is_integer numerator denominator as_integer_ratio
-        args
         """
         )
     )
     | _STR_METHODS
 )  # fmt: skip
 
-#: array methods that take a dtype: the position of that argument. They may only be called
-#: directly (not aliased), without ``*``/``**``, and with a dtype the check can read
-#: (`_SAFE_DTYPE_*`): an object dtype is a step towards fabricated references.
-DTYPE_METHODS = {
-    "astype": 0, "sum": 1, "prod": 1, "mean": 1, "cumsum": 1, "cumprod": 1, "std": 1,
-    "var": 1, "trace": 3, "nansum": 2,
+#: array methods that take a dtype or an ``out`` array: ``(dtype position, out position)`` of
+#: their positional arguments (numpy's signatures). Called on anything but the numpy namespace
+#: (whose functions are checked at run time) they may only be called directly (not aliased),
+#: without ``*``, with a dtype the check can read (`_SAFE_DTYPE_*`: an object dtype is a step
+#: towards fabricated references) and without filling the ``out`` slot.
+METHOD_SLOTS: dict[str, tuple[int | None, int | None]] = {
+    "astype": (0, None), "sum": (1, 2), "prod": (1, 2), "mean": (1, 2), "cumsum": (1, 2),
+    "cumprod": (1, 2), "std": (1, 2), "var": (1, 2), "trace": (3, 4), "nansum": (2, 3),
+    "all": (None, 1), "any": (None, 1), "argmax": (None, 1), "argmin": (None, 1),
+    "max": (None, 1), "min": (None, 1), "clip": (None, 2), "round": (None, 1),
+    "dot": (None, 1), "take": (None, 2),
 }  # fmt: skip
+#: the methods of `METHOD_SLOTS` that take a dtype: the position of that argument
+DTYPE_METHODS = {name: pos for name, (pos, _) in METHOD_SLOTS.items() if pos is not None}
+#: keywords no call may pass: raw memory (buffer, like), results written into an array the
+#: program chose (out), or a ufunc loop picked by signature (object loops)
+DENIED_KEYWORDS = frozenset({"buffer", "like", "out", "signature", "sig", "extobj"})
+#: attributes allowed only on the numpy namespace (``np.repeat``), never on an array: the
+#: array method computes its size in C without an overflow check (numpy 2.x)
+NUMPY_ONLY_ATTRIBUTES = frozenset({"repeat"})
+#: parentheses a ``ctx.builtin`` name may nest (``shuffled(offset(1))`` is 2): each level of a
+#: factory multiplies the parent's work
+MAX_BUILTIN_DEPTH = 2
 _SAFE_DTYPE_NAMES = frozenset({"float", "int", "bool"})
 _SAFE_DTYPE_ATTRS = frozenset({"float64", "float32", "int64", "int32", "intp", "uint8", "bool_",
                                "bool"})  # fmt: skip
@@ -148,6 +165,18 @@ def _literal_builtin(node: ast.Call) -> str | None:
     return None
 
 
+def _nesting(name: str) -> int:
+    """The deepest parenthesis level in ``name``."""
+    depth = deepest = 0
+    for ch in name:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
+
+
 def check_source(source: object) -> list[str]:
     """Problems that make ``source`` unsafe or unusable as a pattern (empty list: it may run).
 
@@ -185,6 +214,10 @@ def check_source(source: object) -> list[str]:
     called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
     import_names = {id(a) for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom))
                     for a in n.names}  # fmt: skip
+
+    def on_numpy(node: ast.Attribute) -> bool:
+        # np.<name>(...): the namespace's functions are wrapped and checked when they run
+        return isinstance(node.value, ast.Name) and node.value.id in numpy_aliases | {"np", "numpy"}
 
     def where(node: ast.AST) -> str:
         return f"line {getattr(node, 'lineno', '?')}"
@@ -259,8 +292,11 @@ def check_source(source: object) -> list[str]:
                     f"{where(node)}: **-unpacking in a call is not allowed. Fix: name each "
                     "keyword argument."
                 )
-            elif node.arg in ("buffer", "like"):
-                problems.append(f"{where(node)}: the keyword {node.arg}= is not allowed")
+            elif node.arg in DENIED_KEYWORDS:
+                problems.append(
+                    f"{where(node)}: the keyword {node.arg}= is not allowed in the sandbox. "
+                    "Fix: use the returned array instead."
+                )
             else:
                 bind(node, node.arg, "keyword")
         elif isinstance(node, ast.ExceptHandler):
@@ -282,7 +318,12 @@ def check_source(source: object) -> list[str]:
                 problems.append(
                     f"{where(node)}: assigning or deleting an attribute (.{attr}) is not allowed"
                 )
-            elif attr in DTYPE_METHODS and id(node) not in called:
+            elif attr in NUMPY_ONLY_ATTRIBUTES and not on_numpy(node):
+                problems.append(
+                    f"{where(node)}: .{attr} is only available as np.{attr}(...), not as an "
+                    f"array method. Fix: write np.{attr}(x, ...)."
+                )
+            elif attr in METHOD_SLOTS and id(node) not in called and not on_numpy(node):
                 problems.append(
                     f"{where(node)}: .{attr} may only be called directly, e.g. x.{attr}(...), "
                     "not stored or passed on"
@@ -294,20 +335,39 @@ def check_source(source: object) -> list[str]:
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
-            and node.func.attr in DTYPE_METHODS
+            and node.func.attr in METHOD_SLOTS
+            and not on_numpy(node.func)
         ):
-            pos = DTYPE_METHODS[node.func.attr]
+            attr = node.func.attr
+            dtype_pos, out_pos = METHOD_SLOTS[attr]
             dtypes = [k.value for k in node.keywords if k.arg == "dtype"]
             if any(isinstance(a, ast.Starred) for a in node.args):
-                problems.append(f"{where(node)}: .{node.func.attr}(*...) is not allowed")
-            elif len(node.args) > pos:
-                dtypes.append(node.args[pos])
+                problems.append(f"{where(node)}: .{attr}(*...) is not allowed")
+            else:
+                if dtype_pos is not None and len(node.args) > dtype_pos:
+                    dtypes.append(node.args[dtype_pos])
+                if out_pos is not None and len(node.args) > out_pos:
+                    problems.append(
+                        f"{where(node)}: .{attr}(...) with an output array (argument "
+                        f"{out_pos + 1}) is not allowed. Fix: use the returned array."
+                    )
             if not all(safe_dtype(d) for d in dtypes):
                 problems.append(
-                    f"{where(node)}: .{node.func.attr}(...) needs a plain numeric dtype written "
+                    f"{where(node)}: .{attr}(...) needs a plain numeric dtype written "
                     "out: float, int, bool, np.float64, np.int64, ... or a string such as "
                     "'float64' (no object or structured dtypes)"
                 )
+        elif (
+            isinstance(node, ast.Call)
+            and not (isinstance(node.func, ast.Attribute) and on_numpy(node.func))
+            and not all(safe_dtype(k.value) for k in node.keywords if k.arg == "dtype")
+        ):
+            # a method that takes dtype through **kwargs (ndarray.clip) or any other callee the
+            # run time does not check: the dtype must be a plain numeric one written out
+            problems.append(
+                f"{where(node)}: dtype= needs a plain numeric dtype written out here (float, "
+                "int, bool, np.float64, 'float64', ...)"
+            )
         elif isinstance(node, ast.Call) and _is_builtin_call(node):
             name = _literal_builtin(node)
             flags_ok = all(
@@ -325,6 +385,12 @@ def check_source(source: object) -> list[str]:
                 problems.append(
                     f"{where(node)}: ctx.builtin name is {len(name)} characters long; the limit "
                     f"is {MAX_BUILTIN_NAME}"
+                )
+            elif _nesting(name) > MAX_BUILTIN_DEPTH:
+                problems.append(
+                    f"{where(node)}: ctx.builtin name {name[:60]!r} nests {_nesting(name)} levels "
+                    f"of parentheses; the limit is {MAX_BUILTIN_DEPTH}, e.g. "
+                    '"shuffled(offset(1))". Fix: combine patterns in the program instead.'
                 )
 
     literals = builtin_names(source)

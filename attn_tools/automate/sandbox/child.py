@@ -134,9 +134,15 @@ def _unsafe(label, what):
 
 
 def check_kwargs(label, kwargs):
-    for key in ("buffer", "like"):
+    for key in ("buffer", "like", "signature", "sig", "extobj"):
         if key in kwargs:
             raise _unsafe(label, f"the {key}= argument")
+    out = kwargs.get("out")
+    for item in out if isinstance(out, tuple) else (out,):
+        if item is not None and not (
+            isinstance(item, ndarray_type) and item.dtype.kind in "biuf"
+        ):
+            raise _unsafe(label, "an out= that is not a numeric array")
     if "dtype" in kwargs and kwargs["dtype"] is not None:
         try:
             dt = np_dtype(kwargs["dtype"])
@@ -156,12 +162,148 @@ def check_result(label, out):
     return out
 
 
-def checked(label, fn):
+# Exceptions numpy raises carry real objects (a no-loop TypeError's args hold the real ufunc,
+# whose call/outer/reduce run unchecked): the program only ever sees a fresh exception of the
+# nearest builtin class, made *outside* the except block so neither __cause__ nor __context__
+# points back at numpy's.
+PLAIN_ERRORS = (MemoryError, RecursionError, ZeroDivisionError, OverflowError, FloatingPointError,
+                ArithmeticError, IndexError, KeyError, LookupError, ValueError, TypeError)
+
+
+def plain_error(exc):
+    for cls in PLAIN_ERRORS:
+        if isinstance(exc, cls):
+            break
+    else:
+        cls = Exception
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    if cls.__name__ != type(exc).__name__:  # keep numpy's class name readable in the message
+        text = f"{type(exc).__name__}: {text}"
+    return cls(text[:1000])
+
+
+def run(label, fn, args, kwargs):
+    check_kwargs(label, kwargs)
+    failure = None
+    try:
+        out = fn(*args, **kwargs)
+    except Exception as exc:
+        failure = plain_error(exc)
+    if failure is not None:
+        raise failure
+    return check_result(label, out)
+
+
+def elements(label, shape):
+    # the element count of a shape argument, in Python ints (no wrap-around)
+    if shape is None:
+        return 1
+    if isinstance(shape, (int, integer_type)):
+        shape = (shape,)
+    total = 1
+    for dim in shape:
+        if not isinstance(dim, (int, integer_type)):
+            return 0  # numpy refuses floats and the like itself
+        dim = int(dim)
+        if dim < 0:
+            return 0  # numpy refuses negative dimensions itself
+        total *= dim
+    return total
+
+
+def bound(label, count):
+    if count > limits["elements"]:
+        raise MemoryError(
+            f"{label}: the result would have {count} elements; the sandbox allows at most "
+            f"{limits['elements']} (about {limits['bytes'] // 2**20} MiB). Fix: smaller sizes."
+        )
+
+
+def repeat_count(label, a, repeats, axis=None):
+    arr = np_asarray(a)
+    counts = np_asarray(repeats)
+    if counts.dtype.kind not in "biu":
+        raise TypeError(f"{label}: repeats must be integers, got dtype {counts.dtype}")
+    values = [int(c) for c in counts.ravel().tolist()]
+    if any(c < 0 for c in values):
+        raise ValueError(f"{label}: repeats may not be negative")
+    if axis is None:
+        size = arr.size
+        per = 1
+    else:
+        if not isinstance(axis, (int, integer_type)) or not -arr.ndim <= int(axis) < arr.ndim:
+            return 0  # numpy reports the bad axis itself
+        size = arr.shape[int(axis)]
+        per = arr.size // size if size else 0
+    total = sum(values) if len(values) != 1 else values[0] * size
+    return total * per
+
+
+def size_of(name, label, args, kwargs):
+    # the number of elements a constructor would make, from its size arguments
+    def arg(i, key, default=None):
+        return args[i] if len(args) > i else kwargs.get(key, default)
+
+    if name in ("zeros", "ones", "empty", "full"):
+        return elements(label, arg(0, "shape"))
+    if name in ("zeros_like", "ones_like", "empty_like", "full_like"):
+        shape = kwargs.get("shape", args[3] if name == "full_like" and len(args) > 4 else None)
+        return elements(label, shape) if shape is not None else np_asarray(arg(0, "a")).size
+    if name in ("eye", "tri"):
+        n = elements(label, arg(0, "N"))
+        m = arg(1, "M")
+        return n * (n if m is None else elements(label, m))
+    if name in ("identity",):
+        return elements(label, arg(0, "n")) ** 2
+    if name in ("tril_indices", "triu_indices"):
+        n = elements(label, arg(0, "n"))
+        m = arg(2, "m")
+        return 2 * n * (n if m is None else elements(label, m))
+    if name == "broadcast_to":
+        return elements(label, arg(1, "shape"))
+    if name == "tile":
+        reps = arg(1, "reps")
+        return np_asarray(arg(0, "A")).size * elements(label, reps)
+    if name == "repeat":
+        return repeat_count(label, arg(0, "a"), arg(1, "repeats"), arg(2, "axis"))
+    if name in ("kron", "outer"):
+        return np_asarray(arg(0, "a")).size * np_asarray(arg(1, "b")).size
+    if name in ("diag", "diagflat"):
+        v = np_asarray(arg(0, "v"))
+        k = arg(1, "k", 0)
+        k = abs(int(k)) if isinstance(k, (int, integer_type)) else 0
+        return (v.size + k) ** 2 if v.ndim <= 1 or name == "diagflat" else v.size
+    if name == "linspace":
+        num = arg(2, "num", 50)
+        return elements(label, num) if isinstance(num, (int, integer_type)) else 0
+    return 0
+
+
+def checked(label, fn, name):
+    sized = name in SIZED
+
     def call(*args, **kwargs):
-        check_kwargs(label, kwargs)
-        return check_result(label, fn(*args, **kwargs))
+        if sized:
+            failure = None
+            try:
+                count = size_of(name, label, args, kwargs)
+            except Exception as exc:
+                failure = plain_error(exc)
+            if failure is not None:
+                raise failure
+            bound(label, count)
+        return run(label, fn, args, kwargs)
 
     return call
+
+
+SIZED = frozenset(
+    "zeros ones empty full zeros_like ones_like empty_like full_like eye tri identity "
+    "tril_indices triu_indices broadcast_to tile repeat kron outer diag diagflat linspace".split()
+)
 
 
 class Ufunc:
@@ -171,20 +313,18 @@ class Ufunc:
         self._fn = fn
 
     def __call__(self, *args, **kwargs):
-        check_kwargs(self._label, kwargs)
-        return check_result(self._label, self._fn(*args, **kwargs))
+        return run(self._label, self._fn, args, kwargs)
 
     def reduce(self, *args, **kwargs):
-        check_kwargs(self._label, kwargs)
-        return check_result(self._label, self._fn.reduce(*args, **kwargs))
+        return run(self._label, self._fn.reduce, args, kwargs)
 
     def accumulate(self, *args, **kwargs):
-        check_kwargs(self._label, kwargs)
-        return check_result(self._label, self._fn.accumulate(*args, **kwargs))
+        return run(self._label, self._fn.accumulate, args, kwargs)
 
     def outer(self, *args, **kwargs):
-        check_kwargs(self._label, kwargs)
-        return check_result(self._label, self._fn.outer(*args, **kwargs))
+        if len(args) >= 2:
+            bound(self._label, np_asarray(args[0]).size * np_asarray(args[1]).size)
+        return run(self._label, self._fn.outer, args, kwargs)
 
     def __repr__(self):
         return f"<ufunc {self._label}>"
@@ -245,12 +385,19 @@ def make_import(modules, loaded):
 
 _ISOLATED_BUILTINS = (
     "AttributeError Exception ImportError TypeError isinstance issubclass len min str tuple "
-    "list type super __build_class__ object"
+    "list type super __build_class__ object int abs any sum frozenset ValueError MemoryError "
+    "RecursionError ZeroDivisionError OverflowError FloatingPointError ArithmeticError "
+    "IndexError KeyError LookupError"
 )
 
+#: the largest array (in bytes) a sized numpy constructor may make when no memory limit is given
+DEFAULT_MAX_ARRAY_BYTES = 2**30
 
-def _isolated() -> dict[str, Any]:
-    """A fresh module-like dict with the helpers of `_ISOLATED_SOURCE` (made once per call)."""
+
+def _isolated(max_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> dict[str, Any]:
+    """A fresh module-like dict with the helpers of `_ISOLATED_SOURCE` (made once per call);
+    sized constructors (np.repeat, np.tile, np.full, ...) refuse more than ``max_bytes`` of
+    float64 before numpy computes a size in C."""
     import builtins
 
     env: dict[str, Any] = {
@@ -260,6 +407,9 @@ def _isolated() -> dict[str, Any]:
         "np_dtype": np.dtype,
         "ndarray_type": np.ndarray,
         "generic_type": np.generic,
+        "integer_type": np.integer,
+        "np_asarray": np.asarray,
+        "limits": {"bytes": int(max_bytes), "elements": int(max_bytes) // 8},
     }
     exec(compile(_ISOLATED_SOURCE, "<sandbox helpers>", "exec"), env)  # noqa: S102 - our own code
     # numpy's C code imports through the calling frame's builtins (here: the helpers'); without
@@ -300,7 +450,7 @@ def _plain_numpy(env: dict[str, Any]) -> dict[str, Any]:
         ):
             out[name] = value  # constants and scalar types (numeric only: see NUMPY_NAMES)
         else:
-            out[name] = env["checked"](label, value)
+            out[name] = env["checked"](label, value, name)
     return out
 
 
@@ -308,14 +458,16 @@ def _plain_math() -> dict[str, Any]:
     return {n: getattr(math, n) for n in sorted(MATH_NAMES)}
 
 
-def program_namespace(printer: Any = print) -> dict[str, Any]:
+def program_namespace(
+    printer: Any = print, max_bytes: int = DEFAULT_MAX_ARRAY_BYTES
+) -> dict[str, Any]:
     """The globals a program runs with: ``np``/``numpy`` and ``math`` as plain namespaces of
     allow-listed functions and constants, and `safe_builtins` (with ``print`` = ``printer``).
 
     A fresh dict: nothing in it, or reachable from the functions it holds through their
     globals, is this module or the real builtins.
     """
-    env = _isolated()
+    env = _isolated(max_bytes)
     np_ns = _namespace(env, "np", _plain_numpy(env))
     math_ns = _namespace(env, "math", _plain_math())
     modules = {"numpy": np_ns, "math": math_ns}
@@ -617,7 +769,10 @@ def run_payload(payload: dict[str, Any], *, harden_process: bool = True) -> dict
     contexts = [context.context_from_plain(c) for c in payload["contexts"]]
     _warm_numpy()  # first: the numpy submodules it loads are the ones C code may ask for
     printer = make_printer()
-    namespace = program_namespace(printer)
+    memory_mb = int(payload.get("memory_mb") or 0)
+    namespace = program_namespace(
+        printer, memory_mb * 2**20 if memory_mb > 0 else DEFAULT_MAX_ARRAY_BYTES
+    )
     if harden_process:
         harden(float(payload["cpu_seconds"]), int(payload["memory_mb"]))
         _forget_ctypes()
