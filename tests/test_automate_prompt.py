@@ -81,6 +81,9 @@ A pattern is a Python function `def pattern(ctx):` that returns where each token
   means "attend to itself".
 - Only `import numpy as np` and `import math` are allowed; no files, network, eval/exec, or
   attributes that start with an underscore. print() output is kept for the log only.
+- Call numpy as `np.<function>(...)`; arrays offer the common methods (.sum, .max, .argmax,
+  .mean, .copy, .reshape, .T, ...) called directly. No `out=`, no object arrays; a dtype, when
+  needed, is written as a literal (`dtype=float`).
 - This is a causal (decoder) model: token q can only attend to keys k <= q, so every
   entry above the diagonal must be 0 (use np.tril).
 What `ctx` offers:

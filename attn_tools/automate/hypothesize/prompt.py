@@ -62,7 +62,10 @@ RULES = """\
   the key. Values must be finite and non-negative. Rows are normalised for you; an all-zero row
   means "attend to itself".
 - Only `import numpy as np` and `import math` are allowed; no files, network, eval/exec, or
-  attributes that start with an underscore. print() output is kept for the log only."""
+  attributes that start with an underscore. print() output is kept for the log only.
+- Call numpy as `np.<function>(...)`; arrays offer the common methods (.sum, .max, .argmax,
+  .mean, .copy, .reshape, .T, ...) called directly. No `out=`, no object arrays; a dtype, when
+  needed, is written as a literal (`dtype=float`)."""
 
 
 # ----------------------------------------------------------------------------- data types
