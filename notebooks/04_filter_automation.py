@@ -33,7 +33,7 @@
 # %%
 import json
 
-from attn_tools import extract, load_model, load_sentences, viz
+from attn_tools import extract, load_model, load_sentences, report, viz
 from attn_tools.automate import (
     HeadTask,
     LocalChatModel,
@@ -187,7 +187,9 @@ if local_proposal.program:
 
 # %%
 program = precomputed_pattern("searched program", result.matrices, heldout_ctx)
-viz.plot_head_vs_pattern(heldout[1], LAYER, HEAD, program, context=heldout_ctx[1])
+viz.plot_head_vs_pattern(
+    report.compare_head(heldout[1], LAYER, HEAD, program, context=heldout_ctx[1])
+)
 
 # %% [markdown]
 # ## 5 · Validate on held-out sentences and grow the library
@@ -196,6 +198,13 @@ viz.plot_head_vs_pattern(heldout[1], LAYER, HEAD, program, context=heldout_ctx[1
 # go back to the hypothesizer), scores the best program on the held-out sentences next to the best
 # built-in pattern, and adds it to a user library on disk when it beats every built-in and library
 # pattern by a margin. Every prompt, reply, program, sandbox result and score is written to `out`.
+#
+# Beating the sharp built-ins is not enough: against a diffuse head, "89 % first token + 11 %
+# everything" beats `first_token` only because it is less sharp. So a program must also beat, by
+# the margin, the best built-in *smoothed with uniform* (`smoothed_name`, `smoothed_alpha`,
+# `smoothed_score`: α·pattern + (1−α)·uniform, α fitted on the example sentences) and
+# `linear_fit`'s mix of built-ins (`mix_score`), both scored on the held-out sentences
+# (`beats_smoothed`, `beats_mix`; `accepted` needs both).
 
 # %%
 library = UserLibrary("automation/library")
@@ -212,8 +221,12 @@ head_result = automate_head(
 )
 {
     k: getattr(head_result, k)
-    for k in ("status", "heldout_score", "builtin_name", "builtin_score", "library_entry")
-}
+    for k in (
+        "status", "heldout_score", "builtin_name", "builtin_score", "smoothed_name",
+        "smoothed_alpha", "smoothed_score", "mix_score", "beats_smoothed", "beats_mix",
+        "library_entry",
+    )
+}  # fmt: skip
 
 # %% [markdown]
 # The same loop over several heads, resumable (a second call skips finished heads), with a
@@ -229,7 +242,12 @@ runs = automate_heads(
     heldout=heldout_texts,
     library=library,
 )
-runs[["layer", "head", "status", "heldout_score", "builtin_name", "builtin_score", "hypothesis"]]
+runs[
+    [
+        "layer", "head", "status", "heldout_score", "builtin_name", "builtin_score",
+        "smoothed_score", "mix_score", "beats_smoothed", "beats_mix", "hypothesis",
+    ]
+]  # fmt: skip
 
 # %% [markdown]
 # The small local model goes through the same loop; when it writes nothing usable the head ends

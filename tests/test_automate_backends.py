@@ -119,10 +119,11 @@ def reply(program: str, hypothesis: str = "each token attends to the previous to
 
 
 GOOD = "import numpy as np\n\ndef pattern(ctx):\n    return np.eye(ctx.n, k=-1)\n"
+# a readable rule for MiniLM L1.H8 that beats the smoothed built-ins and the mix of built-ins
 MIX = (
     "import numpy as np\n\ndef pattern(ctx):\n"
-    "    out = 0.85 * ctx.builtin('first_token') + 0.15 * ctx.builtin('uniform')\n"
-    "    return out\n"
+    "    out = 0.8 * ctx.builtin('next_token') + 0.2 * ctx.builtin('first_token')\n"
+    "    return np.where(ctx.special_mask[:, None], ctx.builtin('first_token'), out)\n"
 )
 IMPORT_OS = "import os\n\ndef pattern(ctx):\n    return os.listdir('.')\n"
 LOOP = "def pattern(ctx):\n    while True:\n        pass\n"
@@ -171,12 +172,15 @@ def test_openai_backend_end_to_end_through_every_failure(split, api_key, tmp_pat
     library with its provenance, and the key is never written or printed."""
     train, held, ct, ch = split
     script = [(200, reply(p), {}) for p in (IMPORT_OS, LOOP, WRONG_SHAPE)]
-    script += [(200, MALFORMED, {}), (200, reply(MIX, "mostly the first token"), {})]
+    script += [
+        (200, MALFORMED, {}),
+        (200, reply(MIX, "the next token, special tokens the first"), {}),
+    ]
     lib = UserLibrary(tmp_path / "lib")
     with ChatServer(script) as server:
         result = automate_head(
-            4,
-            5,
+            1,
+            8,
             backend=client(server.url),
             train_records=train,
             heldout_records=held,
@@ -211,18 +215,20 @@ def test_openai_backend_end_to_end_through_every_failure(split, api_key, tmp_pat
     first = server.requests[0]
     assert first["path"] == "/v1/chat/completions"
     assert first["body"]["model"] == "test-model"
-    assert "attention head 4.5" in first["body"]["messages"][1]["content"]
+    assert "attention head 1.8" in first["body"]["messages"][1]["content"]
     assert first["headers"]["Authorization"] == f"Bearer {SECRET}"  # the key was sent ...
 
     # ... the program beats every built-in pattern on held-out sentences and joins the library
     assert result.status == "accepted" and result.accepted and result.rounds_run == 5
-    assert result.builtin_name == "first_token"
+    assert result.builtin_name == "next_token"
     assert result.heldout_score + 0.01 <= result.builtin_score
+    assert result.beats_smoothed and result.beats_mix and result.rule == "fair"
+    assert result.heldout_score + 0.01 <= min(result.smoothed_score, result.mix_score)
     (entry,) = lib.entries
-    assert entry.name == result.library_entry == "auto_all_minilm_l6_v2_L4H5"
-    assert entry.hypothesis == "mostly the first token"
+    assert entry.name == result.library_entry == "auto_all_minilm_l6_v2_L1H8"
+    assert entry.hypothesis == "the next token, special tokens the first"
     prov = entry.provenance
-    assert prov["backend"] == "openai-compatible" and prov["layer"] == 4 and prov["head"] == 5
+    assert prov["backend"] == "openai-compatible" and prov["layer"] == 1 and prov["head"] == 8
     assert prov["heldout_score"] == result.heldout_score
     assert (
         prov["prompt_hash"]

@@ -23,7 +23,7 @@ from attn_tools.automate import UserLibrary, automate_heads, make_backend
 from attn_tools.automate._killpoint import KILL_ENV, LOG_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADS = [(4, 5), (1, 11)]
+HEADS = [(1, 8), (1, 11)]
 COLUMNS = [
     "layer", "head", "status", "hypothesis", "program", "train_score", "heldout_score",
     "builtin_name", "builtin_score", "library_name", "library_score", "accepted", "library_entry",
@@ -34,7 +34,7 @@ import sys
 from attn_tools import load_model, load_sentences
 from attn_tools.automate import UserLibrary, automate_heads, make_backend
 automate_heads(
-    load_model("minilm"), [(4, 5), (1, 11)], backend=make_backend("search"), out=sys.argv[1],
+    load_model("minilm"), [(1, 8), (1, 11)], backend=make_backend("search"), out=sys.argv[1],
     sentences=load_sentences("story")[:8], heldout=load_sentences("heldout")[:8],
     library=UserLibrary(sys.argv[2]), progress=False,
 )

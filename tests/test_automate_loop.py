@@ -20,7 +20,9 @@ from attn_tools.automate.sandbox import contexts_of
 from attn_tools.patterns import predict
 from attn_tools.scoring import score_heads
 
-HEADS = [(4, 5), (1, 11)]  # MiniLM heads that a first-token/uniform mix explains far better
+# MiniLM heads whose searched programs beat the best built-in, the built-ins smoothed with
+# uniform and the mix of built-ins on held-out sentences (L4.H5, mostly first token, does not)
+HEADS = [(1, 8), (1, 11)]
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,8 @@ def test_programs_beat_the_builtins_and_join_the_library(run):
     assert (df["status"] == "accepted").all(), df[["status", "message"]]
     assert (df["heldout_score"] + 0.01 <= df["builtin_score"]).all()
     assert df["beats_builtin"].all()
+    assert df["beats_smoothed"].all() and df["beats_mix"].all() and (df["rule"] == "fair").all()
+    assert (df["heldout_score"] + 0.01 <= df[["smoothed_score", "mix_score"]].min(axis=1)).all()
     names = sorted(e.name for e in lib.entries)
     assert names == sorted(df["library_entry"])
     for entry in lib.entries:

@@ -9,13 +9,15 @@ The pipeline, one public function per step:
 4. `run_program` — the sandbox: AST allow-list, then a child process with CPU, memory and
    wall-clock limits; every failure is a structured `SandboxResult`.
 5. `HeadScorer` (``evaluate``) — metric-aware scores of a program against a head, the best
-   built-in pattern and the library.
+   built-in pattern and the library; `fair_baselines` (``fair``) — what a program must also
+   beat to count as a discovery: the best built-in smoothed with uniform and a fitted mix of
+   built-ins.
 6. `automate_head` / `automate_heads` (``loop``) — refine, validate on held-out sentences and grow
    a `UserLibrary` on disk, in a `RunFolder` (``run``) that owns every file write, resumes, and
    stays consistent after ``kill -9``.
 
 Layout by role: ``hypothesize/`` (chat backends, program search, prompt and reply), ``sandbox``,
-``evaluate``, ``run``, ``library``, ``loop``.
+``evaluate``, ``fair``, ``run``, ``library``, ``loop``.
 
 Example:
     >>> from attn_tools import load_model
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from attn_tools.automate.evaluate import HeadScorer, LibraryMatch, ranking_metric
 from attn_tools.automate.examples import SCHEMA, SCHEMA_VERSION, check_examples, head_examples
+from attn_tools.automate.fair import fair_baselines, smoothed_scores
 from attn_tools.automate.hypothesize.backends import LocalChatModel, ProgramSearch, make_backend
 from attn_tools.automate.hypothesize.base import (
     AuthenticationError,
@@ -97,6 +100,7 @@ __all__ = [
     "builtin_patterns",
     "check_examples",
     "check_program",
+    "fair_baselines",
     "feedback_message",
     "fit_program",
     "format_matrix",
@@ -107,4 +111,5 @@ __all__ = [
     "ranking_metric",
     "run_program",
     "sandboxed_pattern",
+    "smoothed_scores",
 ]

@@ -29,6 +29,7 @@ from attn_tools.scoring import MetricSpec, ScoreOptions, get_metric, jsd, metric
 __all__ = [
     "HeadScorer",
     "LibraryMatch",
+    "beats_by",
     "builtin_patterns",
     "ranking_metric",
 ]
@@ -52,6 +53,15 @@ def ranking_metric(metric: str | MetricSpec) -> MetricSpec:
             f"{', '.join(metric_names(ranks_patterns=True))}."
         )
     return spec
+
+
+def beats_by(spec: MetricSpec, score: float, reference: float | None, margin: float) -> bool:
+    """True when ``score`` is better than ``reference`` by at least ``margin`` under ``spec``'s
+    direction (any score beats a missing reference)."""
+    if reference is None or not np.isfinite(reference):
+        return True
+    shifted = score - margin if spec.higher_is_better else score + margin
+    return shifted == reference or spec.better(shifted, reference)
 
 
 def _top3(row: np.ndarray, labels: Sequence[str]) -> tuple[tuple[int, str, float], ...]:
@@ -141,10 +151,7 @@ class HeadScorer:
 
     def beats(self, score: float, reference: float | None, margin: float) -> bool:
         """True when ``score`` is better than ``reference`` by at least ``margin``."""
-        if reference is None:
-            return True
-        shifted = score - margin if self.spec.higher_is_better else score + margin
-        return shifted == reference or self.spec.better(shifted, reference)
+        return beats_by(self.spec, score, reference, margin)
 
     def disagreements(self, pattern: Pattern, *, top: int = 5) -> tuple[Disagreement, ...]:
         """The query rows where the pattern's prediction is worst for the head, by the metric's

@@ -4,10 +4,13 @@
 sandbox on the example sentences and scored with the chosen metric (a registry metric that ranks
 patterns, ``jsd`` by default); the rows it gets most wrong go back to the hypothesizer as
 feedback. The best program on the example sentences is then scored on held-out sentences the
-hypothesizer never saw, next to the best built-in pattern and the best user-library pattern. It
-joins the library when it beats both by ``margin``; when its held-out predictions almost equal an
-entry's (mean JS distance below ``duplicate_tol``), the two are merged (the better program is
-kept, the other's provenance recorded).
+hypothesizer never saw, next to the best built-in pattern, the best user-library pattern and the
+two fair baselines of `attn_tools.automate.fair` (the best built-in smoothed with uniform, and
+`linear_fit`'s mix of built-ins, both fitted on the example sentences). It joins the library only
+when it beats all four by ``margin`` (otherwise a "program" such as "89 % first token + 11 %
+everything" would count as a discovery merely for being less sharp than ``first_token``); when
+its held-out predictions almost equal an entry's (mean JS distance below ``duplicate_tol``), the
+two are merged (the better program is kept, the other's provenance recorded).
 
 `automate_heads` does this for many heads of one model in a run folder (`RunFolder`: every file,
 atomic, resumable, consistent after ``kill -9``). Scoring lives in `evaluate`, files in `run`.
@@ -25,8 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attn_tools.automate.evaluate import HeadScorer, LibraryMatch, builtin_patterns, ranking_metric
+from attn_tools.automate.evaluate import (
+    HeadScorer,
+    LibraryMatch,
+    beats_by,
+    builtin_patterns,
+    ranking_metric,
+)
 from attn_tools.automate.examples import head_examples
+from attn_tools.automate.fair import baseline_row, fair_baselines
 from attn_tools.automate.hypothesize.backends import LocalChatModel
 from attn_tools.automate.hypothesize.base import HeadTask, Hypothesizer, Proposal
 from attn_tools.automate.hypothesize.prompt import Feedback
@@ -86,6 +96,7 @@ def automate_head(
     top_fraction: float = 0.10,
     metric: str = "jsd",
     folder: HeadFolder | None = None,
+    fair: pd.DataFrame | None = None,
 ) -> HeadResult:
     """Hypothesize, test, refine and validate a program for one head.
 
@@ -108,6 +119,8 @@ def automate_head(
         top_fraction: share of pairs in the examples (see `head_examples`).
         metric: a registry metric that ranks patterns (``jsd``, ``sae``, ``mae``).
         folder: a `HeadFolder` (from `RunFolder.head`) instead of ``out``.
+        fair: a `fair_baselines` table holding this head (computed here, for this head only,
+            when not given; `automate_heads` computes it once for all heads).
 
     Returns:
         A `HeadResult`.
@@ -120,6 +133,11 @@ def automate_head(
     ch = heldout_contexts if heldout_contexts is not None else contexts_of(heldout_records)
     train = HeadScorer(train_records, ct, layer, head, metric, table=train_table)
     held = HeadScorer(heldout_records, ch, layer, head, metric, table=heldout_table)
+    if fair is None:
+        fair = fair_baselines(
+            train_records, heldout_records, train_contexts=ct, heldout_contexts=ch,
+            heads=[(int(layer), int(head))], metric=held.spec.name,
+        )  # fmt: skip
     examples = head_examples(train_records, layer, head, top_fraction=top_fraction)
     folder.write_json("examples.json", examples)
     best, rounds_run, statuses = _refine(
@@ -130,6 +148,7 @@ def automate_head(
         model=train_records[0].model, layer=int(layer), head=int(head), status="no_program",
         backend=backend.name, rounds_run=rounds_run, builtin_name=builtin_name,
         builtin_score=_round(builtin_score), folder=folder.where, metric=held.spec.name,
+        rule="fair", **baseline_row(fair, int(layer), int(head)),
     )  # fmt: skip
     if best is None:
         status = "backend_error" if all(s == "backend_error" for s in statuses) else "no_program"
@@ -257,7 +276,11 @@ def _validate(
     reference = builtin
     if match.best_score is not None and held.better(match.best_score, builtin):
         reference = match.best_score
-    accepted = library is not None and held.beats(score, reference, margin)
+    beats_smoothed, beats_mix = _beats_fair(held, score, base, margin)
+    accepted = (
+        library is not None and held.beats(score, reference, margin) and beats_smoothed
+        and beats_mix
+    )  # fmt: skip
     folder.write_json(
         "validation.json",
         {
@@ -266,6 +289,10 @@ def _validate(
             "heldout_score": _round(score),
             "builtin": [base.builtin_name, base.builtin_score],
             "library": [match.best_name, _round(match.best_score)],
+            "smoothed": [base.smoothed_name, base.smoothed_alpha, base.smoothed_score],
+            "mix": [base.mix_score, base.mix_weights],
+            "beats_smoothed": beats_smoothed,
+            "beats_mix": beats_mix,
             "margin": margin,
             "accepted": accepted,
         },
@@ -277,6 +304,8 @@ def _validate(
         library_name=match.best_name,
         library_score=_round(match.best_score),
         beats_builtin=bool(held.better(score, builtin)),
+        beats_smoothed=beats_smoothed,
+        beats_mix=beats_mix,
         accepted=bool(accepted),
     )
     if library is None:
@@ -291,6 +320,19 @@ def _validate(
     verb = "merged with near-duplicate" if accepted else "explained by library entry"
     suffix = f"; {verb} {match.duplicate}" if match.duplicate else ""
     return _with(result, library_entry=action.name, message=result.message + suffix), action
+
+
+def _beats_fair(
+    scorer: HeadScorer, score: float | None, result: HeadResult, margin: float
+) -> tuple[bool | None, bool | None]:
+    """Does ``score`` beat the smoothed built-in and the mix by ``margin``? (None: no score;
+    a baseline that could not be computed is no obstacle, as a missing library entry is not)."""
+    if score is None or not np.isfinite(score):
+        return None, None
+    return (
+        bool(scorer.beats(score, result.smoothed_score, margin)),
+        bool(scorer.beats(score, result.mix_score, margin)),
+    )
 
 
 def _library_action(
@@ -319,6 +361,10 @@ def _library_action(
         "builtin_name": result.builtin_name,
         "builtin_score": result.builtin_score,
         "library_score": result.library_score,
+        "smoothed_name": result.smoothed_name,
+        "smoothed_alpha": result.smoothed_alpha,
+        "smoothed_score": result.smoothed_score,
+        "mix_score": result.mix_score,
         "n_train": n_train,
         "n_heldout": len(held.records),
     }
@@ -478,11 +524,14 @@ def automate_heads(
     ct, ch = contexts_of(train), contexts_of(held)
     train_table = score_heads(train, builtin_patterns(), contexts=ct, metric=spec.name)
     held_table = score_heads(held, builtin_patterns(), contexts=ch, metric=spec.name)
+    fair = fair_baselines(
+        train, held, train_contexts=ct, heldout_contexts=ch, heads=head_list, metric=spec.name
+    )
     common = dict(
         backend=backend, train_records=train, heldout_records=held, train_contexts=ct,
         heldout_contexts=ch, rounds=rounds, library=lib, margin=margin,
         duplicate_tol=duplicate_tol, train_table=train_table, heldout_table=held_table,
-        sandbox_limits=sandbox_limits, metric=spec.name,
+        sandbox_limits=sandbox_limits, metric=spec.name, fair=fair,
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     bar = _progress_bar(progress, len(head_list), bundle.name)
@@ -492,6 +541,8 @@ def automate_heads(
             result = folder.finished() or folder.replay(lib)
             if result is None:
                 result = automate_head(layer, head, folder=folder, **common).to_dict()
+            elif "rule" not in result:
+                result = _legacy(result, fair, margin, spec.name)
             rows.append(result)
             run.write_summary(rows)
             if bar is not None:
@@ -501,6 +552,24 @@ def automate_heads(
         if bar is not None:
             bar.close()
     return pd.DataFrame(rows)
+
+
+def _legacy(
+    result: dict[str, Any], fair: pd.DataFrame, margin: float, metric: str
+) -> dict[str, Any]:
+    """A head finished before runs had fair baselines: the same decision, the fair columns
+    recomputed (same sentences and metric, as `RunFolder.open` checked), ``rule="legacy"``.
+
+    Its ``accepted`` stays as decided then (its library action has happened); ``beats_smoothed``
+    and ``beats_mix`` show whether it would pass today's rule.
+    """
+    full = {**HeadResult(**result).to_dict(), **baseline_row(fair, result["layer"], result["head"])}
+    score = full.get("heldout_score")
+    if score is not None:
+        spec = ranking_metric(metric)
+        full["beats_smoothed"] = beats_by(spec, score, full["smoothed_score"], margin)
+        full["beats_mix"] = beats_by(spec, score, full["mix_score"], margin)
+    return {**full, "rule": "legacy"}
 
 
 def _progress_bar(progress: bool, total: int, name: str) -> Any:

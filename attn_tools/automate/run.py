@@ -46,7 +46,7 @@ from attn_tools.automate.library import UserLibrary
 __all__ = ["HeadFolder", "HeadResult", "LibraryAction", "RunFolder"]
 
 RUN_SCHEMA = "attn_tools.automate_run"
-RUN_VERSION = 2
+RUN_VERSION = 3  # 3: heads carry the fair baselines (smoothed built-in, mix)
 #: run.json keys that must match for a folder to be resumed (with their value in older runs).
 RESUME_KEYS = {"model": None, "fingerprint": None, "train_sha": None, "heldout_sha": None,
                "metric": "jsd"}  # fmt: skip
@@ -85,6 +85,15 @@ class HeadResult:
     sentences but not better than the library by the margin), ``invalid_on_heldout`` (it failed in
     the sandbox on held-out sentences), ``no_program`` (no round gave a program that ran), or
     ``backend_error`` (no round got an answer). Scores use ``metric`` (a registry name).
+
+    The fair baselines (`attn_tools.automate.fair`), fitted on the example sentences and scored
+    on held-out ones: ``smoothed_name``/``smoothed_alpha``/``smoothed_score`` (the best built-in
+    mixed with uniform, ``α·pattern + (1−α)·uniform``) and ``mix_score``/``mix_weights``
+    (`linear_fit`'s mix of built-ins). ``beats_smoothed``/``beats_mix``: the program beats them
+    by the margin (None without a held-out score). ``rule`` says how ``accepted`` was decided:
+    ``"fair"`` (built-in, library, smoothed and mix, each by the margin) or ``"legacy"`` (a run
+    folder written before the fair baselines: built-in and library only; its fair columns are
+    recomputed on resume, its decision is left as it was made).
     """
 
     model: str
@@ -107,6 +116,14 @@ class HeadResult:
     message: str = ""
     folder: str | None = None
     metric: str = "jsd"
+    smoothed_name: str | None = None
+    smoothed_alpha: float | None = None
+    smoothed_score: float | None = None
+    mix_score: float | None = None
+    mix_weights: dict[str, float] | None = None
+    beats_smoothed: bool | None = None
+    beats_mix: bool | None = None
+    rule: str = "legacy"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
