@@ -209,7 +209,8 @@ def cmd_automate(args: argparse.Namespace) -> int:
     )
     shown = [
         "layer", "head", "status", "heldout_score", "builtin_name", "builtin_score",
-        "beats_builtin", "accepted", "hypothesis",
+        "beats_builtin", "smoothed_score", "beats_smoothed", "mix_score", "beats_mix",
+        "accepted", "hypothesis",
     ]  # fmt: skip
     print(result[[c for c in shown if c in result.columns]].to_string(index=False))
     print(f"\nrun folder: {args.out} (prompts, replies, programs, sandbox results, summary.csv)")
