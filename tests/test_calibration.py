@@ -212,10 +212,17 @@ def test_calibrated_labels_on_both_models(calibrated, minilm, smollm2):
 
 def test_label_heads_is_the_one_call_version(calibrated, minilm):
     recs, scores, fit = calibrated[minilm.name]
-    direct = label_heads(recs, PATTERNS)
+    # with the attention-share test off, label_heads is exactly score + best_fit(ci=...)
+    share_columns = ["share", "share_low", "share_high", "enough_share"]
+    plain = label_heads(recs, PATTERNS, min_share=0.0)
     pd.testing.assert_frame_equal(
-        direct.drop(columns=["tied"]), fit.drop(columns=["tied"]), check_like=False
+        plain.drop(columns=["tied", *share_columns]), fit.drop(columns=["tied"]), check_like=False
     )
+    # with it (the default), a label survives only where its cells hold half the attention
+    direct = label_heads(recs, PATTERNS)
+    kept = direct["label"] != "none"
+    assert (direct.loc[kept, "share"] >= 0.5).all()
+    assert set(direct.loc[kept, "label"]) <= set(plain["label"])
     # seeded: the same call gives the same intervals; another seed moves them only a little
     other = label_heads(recs, PATTERNS, seed=5)
     assert not np.allclose(other["ci_low"].dropna(), direct["ci_low"].dropna())
