@@ -99,16 +99,20 @@ def logit_lens(bundle: ModelBundle, text: str) -> pd.DataFrame:
     ids = encode_like_extract(bundle, text)
     input_ids = torch.tensor([ids], device=bundle.device)
     resid = residual_stream(adapter, input_ids)[:, 0]  # [L+1, n, d]
-    logprobs = torch.log_softmax(adapter.logits(resid).float(), dim=-1)  # [L+1, n, V]
-    top_lp, top_id = logprobs.max(dim=-1)
-    n_layers, n = top_id.shape
+    n_layers, n = resid.shape[0], resid.shape[1]
+    nxt = torch.tensor(ids[1:], device=resid.device).view(-1, 1)
+    top = np.zeros((n_layers, n), dtype=np.int64)
+    top_prob = np.zeros((n_layers, n), dtype=np.float64)
     ranks = np.full((n_layers, n), -1, dtype=np.int64)
-    if n > 1:
-        nxt = torch.tensor(ids[1:], device=logprobs.device)
-        actual = logprobs[:, :-1].gather(-1, nxt.view(1, -1, 1).expand(n_layers, -1, 1))
-        ranks[:, :-1] = (logprobs[:, :-1] > actual).sum(-1).cpu().numpy()
+    for layer in range(n_layers):  # one layer at a time bounds memory to [n, V] in float64
+        # float64: a float32 softmax over ~50k logits is off by ~1e-5 in the top probability
+        logprobs = torch.log_softmax(adapter.logits(resid[layer]).double(), dim=-1)  # [n, V]
+        top_lp, top_id = logprobs.max(dim=-1)
+        top[layer], top_prob[layer] = top_id.cpu().numpy(), top_lp.exp().cpu().numpy()
+        if n > 1:
+            actual = logprobs[:-1].gather(-1, nxt)
+            ranks[layer, :-1] = (logprobs[:-1] > actual).sum(-1).cpu().numpy()
     tokens = bundle.tokenizer.convert_ids_to_tokens(ids)
-    top = top_id.cpu().numpy()
     names = np.asarray(bundle.tokenizer.convert_ids_to_tokens(top.reshape(-1).tolist()), object)
     frame = pd.DataFrame(
         {
@@ -117,7 +121,7 @@ def logit_lens(bundle: ModelBundle, text: str) -> pd.DataFrame:
             "token": np.tile(np.asarray(tokens, dtype=object), n_layers),
             "top_token_id": top.reshape(-1),
             "top_token": names,
-            "prob": top_lp.exp().cpu().numpy().reshape(-1).astype(np.float64),
+            "prob": top_prob.reshape(-1),
             "rank_of_actual_next": pd.array(ranks.reshape(-1), dtype="Int64"),
         }
     )
