@@ -51,6 +51,7 @@ bench: setup
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_explorer.py
+	$(PY) benchmarks/bench_ablation.py --model minilm --n 2
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
