@@ -173,6 +173,7 @@ def write_sink_free_grid(
     Written as ``best_fit_grid_no_sink.<fmt>`` in ``out``; returns the first path. The labels
     come from `classify.label_heads` with ``drop_keys`` (the calibrated rule).
     """
+    from attn_tools import viz
     from attn_tools.classify import label_heads
     from attn_tools.viz import plot_best_fit_grid
 
@@ -181,14 +182,7 @@ def write_sink_free_grid(
     fig = plot_best_fit_grid(
         fit, model=name, title=f"What is {name} doing besides the sink? (keys dropped: {drop_keys})"
     )
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"best_fit_grid_no_sink.{fmt}" for fmt in formats]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    paths = viz.save_figure(fig, Path(out) / "best_fit_grid_no_sink", formats=formats)
     return paths[0]
 
 

@@ -326,3 +326,22 @@ def test_grid_caption_shows_the_calibrated_rule_and_intervals(minilm_records, tm
     fast = classify.best_fit(score_heads(minilm_records[:12], FEW))
     texts = " ".join(t.get_text() for t in viz.plot_best_fit_grid(fast).texts)
     assert "interval" not in texts
+
+
+@pytest.mark.parametrize("dpi", [100, 150, 300])
+def test_grid_caption_and_legend_stay_inside_at_every_dpi(minilm_records, dpi):
+    """The rule under the grid is wrapped by measuring text at the figure's dpi; saved at another
+    dpi, hinted glyphs are wider. Drawn at 100, 150 and 300 dpi, nothing may leave the figure."""
+    from attn_tools.classify import label_heads
+
+    fit = label_heads(minilm_records[:8], ["previous_token", "first_token", "self"], n_boot=50,
+                      drop_keys="first")  # fmt: skip
+    fig = viz.plot_best_fit_grid(fit, title="What is it doing besides the sink? (keys dropped)")
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    right = fig.bbox.x1
+    caption = fig._supxlabel.get_window_extent(renderer)  # noqa: SLF001
+    assert caption.x1 <= right and caption.x0 >= 0
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert legend.x1 <= right + 1

@@ -153,7 +153,9 @@ def fit_text(
 
     renderer = fig.canvas.get_renderer()
     prop = FontProperties(size=fontsize, weight=weight)
-    limit = max(width_in, 0.5) * fig.dpi
+    # measured at the figure's dpi; saved at another (150 for PNGs) hinted glyphs come out a few
+    # per cent wider, so keep a margin rather than fill the line to the last pixel
+    limit = 0.93 * max(width_in, 0.5) * fig.dpi
 
     def width(s: str) -> float:
         return renderer.get_text_width_height_descent(s, prop, ismath=False)[0]
