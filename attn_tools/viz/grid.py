@@ -134,7 +134,7 @@ def plot_best_fit_grid(
     # patterns that predicted exactly the same thing on these sentences share one entry
     aliases = (best.attrs.get("aliases") or {}).get(str(model), {})
     alias_lines = [", ".join(aliases[n]) for n in legend_names if aliases.get(n)]
-    legend_width = 0.3 + 0.075 * max(
+    legend_width = 0.3 + 0.085 * max(
         [len(n) + 5 for n in legend_names] + [len(a) + 7 for a in alias_lines] + [18]
     )
     # a long title widens the figure up to 12 in, then wraps (a 120-character model id would
