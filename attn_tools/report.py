@@ -89,6 +89,7 @@ def compare_head(
     metric: str = "jsd",
     context: PatternContext | None = None,
     prediction: tuple[np.ndarray, np.ndarray] | None = None,
+    drop_keys: Any = None,
 ) -> HeadComparison:
     """Score one head against one pattern on one sentence (`scoring.score_pair`).
 
@@ -101,7 +102,7 @@ def compare_head(
         >>> viz.plot_head_vs_pattern(compare_head(record, 0, 2, "previous_token"))
     """
     from attn_tools.patterns.base import build_context, get_pattern, predict
-    from attn_tools.scoring import get_metric, score_pair
+    from attn_tools.scoring import dropped_keys, get_metric, score_pair
 
     spec = get_metric(metric)
     n_layers, n_heads = record.attention.shape[:2]
@@ -114,7 +115,8 @@ def compare_head(
     predicted, has_mass = prediction if prediction is not None else predict(pat, ctx)
     scored, scored_mass = predict(pat, ctx, normalize=False) if spec.raw else (predicted, has_mass)
     actual = record.head(layer, head)
-    score = float(score_pair(actual, scored, metric=spec.name, has_mass=scored_mass))
+    drop = dropped_keys(ctx, drop_keys)  # sink keys removed as score_heads(drop_keys=) does
+    score = float(score_pair(actual, scored, metric=spec.name, has_mass=scored_mass, drop=drop))
     return HeadComparison(
         model=record.model, text=record.text, labels=tuple(record.labels), layer=int(layer),
         head=int(head), pattern=pat.name, metric=spec.name, score=score, actual=actual,

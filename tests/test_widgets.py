@@ -266,3 +266,23 @@ def test_old_widgets_module_still_works():
     with pytest.warns(DeprecationWarning, match="attn_tools.explorer"):
         widgets = importlib.import_module("attn_tools.widgets")
     assert widgets.explore is explore and widgets.show_bertviz is show_bertviz
+
+
+def test_explorer_scores_without_the_sink(minilm, minilm_records):
+    """`explore(..., drop_keys="first")`: the scores tab's table and every live score remove the
+    [CLS] key exactly as score_heads(drop_keys=) does."""
+    recs = minilm_records[:6]
+    app = explore(minilm, records=recs, patterns=["previous_token", "first_token", "self"],
+                  drop_keys="first")  # fmt: skip
+    state = app.state
+    table = state.scores()
+    assert set(table["drop_keys"]) == {"first"}
+    per = score_heads(recs, ["previous_token"], drop_keys="first", per_sentence=True)
+    row = per[(per["layer"] == 0) & (per["head"] == 2)].iloc[0]
+    for i in range(len(recs)):
+        live = state.compare(i, 0, 2, "previous_token").score
+        assert live == pytest.approx(row["per_sentence"][i], abs=1e-12)
+    # on a head that parks on [CLS], removing the sink changes the live score
+    plain = explore(minilm, records=recs, patterns=["previous_token"]).state
+    without, with_sink = (st.compare(0, 3, 0, "previous_token").score for st in (state, plain))
+    assert np.isfinite(without) and np.isfinite(with_sink) and abs(without - with_sink) > 0.01

@@ -60,8 +60,11 @@ class Explorer(W.VBox):
         scores: pd.DataFrame | None = None,
         scale: Literal["sqrt", "linear"] = "sqrt",
         dpi: int = 80,
+        drop_keys: Any = None,
     ) -> None:
-        self.state = ExplorerState(records, patterns, metric=metric, scores=scores)
+        self.state = ExplorerState(
+            records, patterns, metric=metric, scores=scores, drop_keys=drop_keys
+        )
         self.bundle = bundle
         self.scale = scale
         self.dpi = dpi
@@ -367,6 +370,7 @@ def explore(
     records: Sequence[SentenceAttention] | None = None,
     scores: pd.DataFrame | None = None,
     metric: str = "jsd",
+    drop_keys: Any = None,
 ) -> Explorer:
     """Build the explorer for a model.
 
@@ -379,6 +383,8 @@ def explore(
         scores: a `scoring.score_heads` table of these records, if you have one (the second tab
             computes it on first use otherwise).
         metric: the metric shown (a registry name, ``"jsd"`` by default).
+        drop_keys: remove sink keys before scoring (``"first"``, ``"special"``,
+            ``"special+punct"``): what the heads do besides the sink.
 
     Example:
         >>> app = explore("minilm", "story", ["previous_token", "first_token"])
@@ -395,4 +401,7 @@ def explore(
         elif isinstance(sentences, str):
             sentences = load_sentences(sentences)[:DEFAULT_SENTENCES]
         records = extract(bundle, list(sentences), progress=False)
-    return Explorer(bundle, records, resolve_patterns(patterns), metric=metric, scores=scores)
+    return Explorer(
+        bundle, records, resolve_patterns(patterns), metric=metric, scores=scores,
+        drop_keys=drop_keys,
+    )  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +57,9 @@ class ExplorerState:
         metric: a registry metric name (``"jsd"``).
         scores: a `scoring.score_heads` table of ``records`` if one exists (else computed on
             first use, with ``uniform`` added as `classify.best_fit`'s default baseline).
+        drop_keys: sink keys removed before scoring (``"first"``, ``"special"``,
+            ``"special+punct"`` or a callable; see `scoring.score_heads`), in the score table and
+            in every live score.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class ExplorerState:
         *,
         metric: str = "jsd",
         scores: pd.DataFrame | None = None,
+        drop_keys: Any = None,
     ) -> None:
         from attn_tools.scoring import get_metric
 
@@ -74,6 +78,7 @@ class ExplorerState:
         if not patterns:
             raise ValueError("the explorer needs at least one pattern. Fix: pass patterns=[...]")
         self.spec = get_metric(metric)
+        self.drop_keys = drop_keys
         self.records: list[SentenceAttention] = list(records)
         self.patterns: dict[str, Pattern] = {p.name: p for p in patterns}
         # the score table covers the sentences loaded at the start, not ones typed in later
@@ -138,6 +143,7 @@ class ExplorerState:
         return compare_head(
             self.records[index], layer, head, self.patterns[name], metric=self.metric,
             context=self.context(index), prediction=self.prediction(index, name),
+            drop_keys=self.drop_keys,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ over the sentence set
@@ -151,8 +157,9 @@ class ExplorerState:
             if "uniform" not in self.patterns:
                 pats.append("uniform")  # classify.best_fit's default baseline
             self._scores = score_heads(
-                self.records[: self.scored_records], pats, metric=self.metric
-            )
+                self.records[: self.scored_records], pats, metric=self.metric,
+                drop_keys=self.drop_keys,
+            )  # fmt: skip
         return self._scores
 
     def best_fit(self) -> pd.DataFrame:

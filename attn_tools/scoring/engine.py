@@ -156,6 +156,7 @@ def score_pair(
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
     decimals: int | None = None,
+    drop: Any = None,
 ) -> float:
     """Score one head's ``[n, n]`` attention against one ``[n, n]`` prediction.
 
@@ -163,7 +164,8 @@ def score_pair(
     explorer. ``predicted`` is used as given: a normalised prediction for the distribution
     metrics (`attn_tools.patterns.predict`'s first output), raw weights for ``mul``/``abs``.
     ``has_mass`` (``[n]`` bool, `predict`'s second output) marks the rows ``rows="scored"`` keeps;
-    by default, the rows of ``predicted`` with any mass.
+    by default, the rows of ``predicted`` with any mass. ``drop`` (``[n]`` bool, e.g.
+    `dropped_keys(ctx, "first")`) removes those keys as `score_heads`' ``drop_keys`` does.
 
     Example:
         >>> score_pair(rec.head(2, 3), predict("previous_token", ctx)[0])
@@ -179,7 +181,13 @@ def score_pair(
     if not (np.isfinite(A).all() and np.isfinite(P).all()):
         raise ValueError("score_pair got NaN or infinite values; check the attention/prediction")
     mass = P.sum(axis=-1) > 0 if has_mass is None else np.asarray(has_mass, dtype=bool)
-    opt = ScoreOptions(metric, rows, base, exclude_bos, exclude_current_token, decimals)
+    mask = None if drop is None else np.asarray(drop, dtype=bool)
+    if mask is not None and mask.shape != (len(A),):
+        raise ValueError(f"drop must be a bool mask of {len(A)} keys, got shape {mask.shape}")
+    opt = ScoreOptions(
+        metric, rows, base, exclude_bos, exclude_current_token, decimals,
+        drop=mask if mask is not None and mask.any() else None,
+    )  # fmt: skip
     scores, _ = _score_block(A[None], P[None], mass[None], opt)
     return float(scores[0, 0])
 
