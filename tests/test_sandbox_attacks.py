@@ -678,7 +678,16 @@ def test_unprivileged_parent_is_jailed_too(arena, tmp_path):
     tmp_path.chmod(0o755)
     programs = {name: arena.fill(HOSTILE[name][0]) for name in UNPRIVILEGED}
     spec = json.dumps({"programs": programs, "raw": arena.fill(RAW_ESCAPES)})
-    driver = DRIVER.replace("REPO", repr(str(REPO)))
+    # The checkout (and its .venv) may sit in a folder only root can enter (`mktemp -d` makes
+    # 0700 folders; CI clones somewhere else again): inside the private mount namespace, bind the
+    # venv, the package and the tests under a world-readable folder and run from there.
+    shown = Path(tempfile.mkdtemp(prefix="attn_unpriv_", dir="/tmp"))
+    shown.chmod(0o755)
+    for sub in ("venv", "src/attn_tools", "src/tests"):
+        (shown / sub).mkdir(parents=True)
+    (shown / "src").chmod(0o755)
+    python = shown / "venv" / Path(sys.executable).relative_to(sys.prefix)
+    driver = DRIVER.replace("REPO", repr(str(shown / "src")))
     stage = tmp_path / "stage"
     stage.mkdir()
     opened = ""
@@ -691,6 +700,10 @@ def test_unprivileged_parent_is_jailed_too(arena, tmp_path):
         )
     script = (
         "set -e; "
+        # first the checkout (it may itself live under /root, which `opened` then covers)
+        + f"mount --bind {sys.prefix} {shown}/venv; "
+        + f"mount --bind {REPO}/attn_tools {shown}/src/attn_tools; "
+        + f"mount --bind {REPO}/tests {shown}/src/tests; "
         + opened
         + 'exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all "$@"'
     )
@@ -699,11 +712,14 @@ def test_unprivileged_parent_is_jailed_too(arena, tmp_path):
         "HOME": str(tmp_path),
         "ATTN_TOOLS_CACHE": str(tmp_path / "cache"),
         "ATTN_TEST_API_KEY": arena.secret,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(shown / "src"),
     }
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-           sys.executable, "-c", driver, spec]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd="/")
+           str(python), "-c", driver, spec]  # fmt: skip
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd="/")
+    finally:
+        shutil.rmtree(shown, ignore_errors=True)  # empty mount points; the mounts died with it
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert report["problem"] is None
