@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
 import socket
 import struct
 import threading
@@ -137,6 +138,15 @@ class Raw:
                     if not chunk:
                         return
                     data += chunk
+                # read the body too: closing with unread bytes makes the kernel send a reset,
+                # which would turn a plain hang-up into a "connection reset" at random
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                while length and len(body) < int(length.group(1)):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    body += chunk
             with contextlib.suppress(OSError):
                 self.handle(conn, self.log)
 
