@@ -51,6 +51,39 @@ class _MetricChoices:
         return len(self._names())
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help that shows every option's default (skipped for flags and options without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = "%(default)" in text or default in (None, False, argparse.SUPPRESS)
+        if not shown and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every subcommand parser uses `_Formatter`, whoever adds it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def _quiet_libraries() -> None:
+    """Silence the loading bars of transformers and huggingface_hub (``--quiet``)."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    if "transformers" in sys.modules:  # already imported: switch it off there too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def _direction(metric: str) -> str:
     from attn_tools.scoring import get_metric
 
@@ -65,7 +98,10 @@ def _extract(model: str, sentences: str, batch_size: int, progress: bool):
     bundle = load_model(model)
     texts = load_sentences(sentences)
     t0 = time.perf_counter()
-    records = extract(bundle, texts, batch_size=batch_size, progress=progress)
+    # the finished bar stays on screen in a terminal: how many sentences, how long
+    records = extract(
+        bundle, texts, batch_size=batch_size, progress={"leave": True} if progress else False
+    )
     return bundle, records, time.perf_counter() - t0
 
 
@@ -265,15 +301,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="attn-tools", description="Which attention heads do what?")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="attn-tools", description="Which attention heads do what?")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser, *, models: bool = True) -> None:
         if models:
             sp.add_argument("--model", action="append", help="alias, HF id or folder (repeatable)")
-        sp.add_argument("--sentences", default="all", help="built-in set or file (default: all)")
-        sp.add_argument("--batch-size", type=int, default=16)
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--sentences", default="all", help="built-in set or file")
+        sp.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
+        sp.add_argument(
+            "--quiet", action="store_true", help="no progress bars (model loading included)"
+        )
 
     def drop_keys(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -302,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="one of %(choices)s (default: %(default)s)",
     )
     drop_keys(sp)
-    sp.add_argument("--top", type=int, default=3)
-    sp.add_argument("--out", default="outputs")
+    sp.add_argument("--top", type=int, default=3, help="heads printed per pattern")
+    sp.add_argument("--out", default="outputs", help="folder for the score tables")
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("figures", help="poster figures per model")
@@ -321,14 +359,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one colour range for every per-pattern score map (compare maps by colour)",
     )
-    sp.add_argument("--format", action="append", choices=["png", "svg", "pdf"])
-    sp.add_argument("--out", default="outputs")
+    sp.add_argument(
+        "--format",
+        action="append",
+        choices=["png", "svg", "pdf"],
+        help="figure format, repeatable (default: png)",
+    )
+    sp.add_argument("--out", default="outputs", help="folder for the figures")
     sp.set_defaults(fn=cmd_figures)
 
     sp = sub.add_parser("automate", help="propose and check programs for chosen heads")
-    sp.add_argument("--model", default="smollm2")
+    sp.add_argument("--model", default="smollm2", help="alias, HF id or folder")
     sp.add_argument("--heads", type=_parse_heads, required=True, help="LAYER.HEAD,... e.g. 5.3,7.1")
-    sp.add_argument("--backend", choices=["search", "local", "openai"], default="search")
+    sp.add_argument(
+        "--backend",
+        choices=["search", "local", "openai"],
+        default="search",
+        help="who proposes programs: the offline program search, a local or an OpenAI-style "
+        "chat server",
+    )
     sp.add_argument(
         "--sentences",
         default=None,
@@ -336,9 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--heldout", default="heldout", help="sentences used only to validate")
     sp.add_argument("--rounds", type=int, default=2, help="refinement rounds (hard bound)")
-    sp.add_argument("--base-url", default="https://api.openai.com/v1")
+    sp.add_argument(
+        "--base-url", default="https://api.openai.com/v1", help="chat server (local/openai)"
+    )
     sp.add_argument("--llm", default=None, help="chat model name for the local/openai backends")
-    sp.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    sp.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
+    )
     sp.add_argument("--out", required=True, help="run folder (resumable)")
     sp.add_argument("--library", default=None, help="user pattern library folder (default: cache)")
     sp.add_argument("--no-library", action="store_true", help="do not add accepted programs")
@@ -355,19 +408,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="DANGEROUS: run LLM-written programs without the bubblewrap jail (only where "
         "bubblewrap cannot be installed; the program could then read or change your files)",
     )
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument(
+        "--quiet", action="store_true", help="no progress bars (model loading included)"
+    )
     sp.set_defaults(fn=cmd_automate)
 
     sp = sub.add_parser("demo", help="the README demo on the offline defaults")
     common(sp, models=False)
     drop_keys(sp)
-    sp.add_argument("--out", default="outputs")
+    sp.add_argument("--out", default="outputs", help="folder for everything the demo writes")
     sp.set_defaults(fn=cmd_demo)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
     if getattr(args, "format", None) is None and hasattr(args, "format"):
         args.format = ["png"]
     try:

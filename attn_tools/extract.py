@@ -15,9 +15,10 @@ from __future__ import annotations
 import itertools
 import json
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -428,7 +429,7 @@ def iter_extract(
     cache: bool | str | Path = True,
     max_length: int | None = None,
     prepend_bos: bool | None = None,
-    progress: bool = True,
+    progress: bool | Mapping[str, Any] = True,
     max_attention_bytes: int = 4 * 1024**3,
 ) -> Iterator[SentenceAttention]:
     """Yield one `SentenceAttention` per sentence, in input order, streaming.
@@ -446,7 +447,10 @@ def iter_extract(
             or damaged, is reported (`CacheWarning`) and recomputed.
         max_length: cut inputs to this many tokens (default and upper bound: the model's context).
         prepend_bos: decoders only; default True (prepend BOS unless the tokenizer adds it).
-        progress: show a tqdm bar (it renders in notebooks too).
+        progress: show a tqdm bar (it renders in notebooks too). It advances per sentence (a
+            cached one at once, computed ones per forward pass), so its rate and ETA are those
+            of the work done. A mapping is passed to tqdm as overrides, e.g. ``{"leave": True}``
+            (what the CLI uses, so the finished bar stays on screen).
         max_attention_bytes: refuse a sentence whose float32 ``[L, H, n, n]`` attention would
             exceed this (default 4 GiB) with an error that names it, instead of running out of
             memory (SmolLM2 reaches 4 GiB at about 2,000 tokens).
@@ -481,7 +485,7 @@ def _stream(
     limit: int,
     use_bos: bool,
     settings: dict,
-    progress: bool,
+    progress: bool | Mapping[str, Any],
     max_attention_bytes: int,
 ) -> Iterator[SentenceAttention]:
     total = len(sentences) if isinstance(sentences, Sequence) else None
@@ -489,7 +493,11 @@ def _stream(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=f"attention · {bundle.name}", unit="sent", leave=False)
+        options = {"total": total, "desc": f"attention · {bundle.name}", "unit": "sent"}
+        options["leave"] = False
+        if isinstance(progress, Mapping):
+            options.update(progress)
+        bar = tqdm(**options)
 
     window = 4 * batch_size
     numbered = enumerate(sentences)  # indices stay right across windows
@@ -511,6 +519,8 @@ def _stream(
                         writable[index] = path
                 if rec is not None:
                     done[index] = rec
+                    if bar is not None:
+                        bar.update(1)
                 else:
                     _check_size(bundle, enc, max_attention_bytes)
                     todo.append(enc)
@@ -532,10 +542,10 @@ def _stream(
                     if enc.index in writable:
                         _save(writable[enc.index], rec, bundle.fingerprint, settings)
                     done[enc.index] = rec
+                if bar is not None:  # per forward pass, not per window: an honest rate and ETA
+                    bar.update(len(batch))
             for index, _ in chunk:
                 yield done.pop(index)
-                if bar is not None:
-                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
@@ -549,7 +559,7 @@ def extract(
     cache: bool | str | Path = True,
     max_length: int | None = None,
     prepend_bos: bool | None = None,
-    progress: bool = True,
+    progress: bool | Mapping[str, Any] = True,
     max_attention_bytes: int = 4 * 1024**3,
 ) -> list[SentenceAttention]:
     """Extract attention for sentences; a list of `SentenceAttention` in input order.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -199,3 +200,57 @@ def test_score_and_figures_with_sinks_removed(tmp_path):
     assert (folder / "scores-previous_token.png").exists()
     best = pd.read_csv(folder / "best_fit.csv")
     assert len(best) == 72 and best["label"].notna().all()
+
+
+def test_quiet_silences_every_bar_and_the_default_bar_stays(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("The dog barked.\nThe cat, startled, ran away.\nRain fell on the old roof.\n")
+    loud = _run("extract", "--model", "minilm", "--sentences", str(src), "--out", str(tmp_path))
+    assert loud.returncode == 0, loud.stderr
+    # the extraction bar ends at 3/3 and is left on screen (its last state is the final line)
+    bar = [ln for ln in loud.stderr.replace("\r", "\n").splitlines() if "attention ·" in ln]
+    assert bar and "3/3" in bar[-1] and "100%" in bar[-1]
+    quiet = _run(
+        "extract", "--model", "minilm", "--sentences", str(src), "--out", str(tmp_path), "--quiet"
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "it/s" not in quiet.stderr and "sent/s" not in quiet.stderr  # no loading bar either
+    assert "Loading" not in quiet.stderr and "%|" not in quiet.stderr
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from attn_tools.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = []
+    for name, sp in sub.choices.items():
+        for action in sp._actions:
+            if action.option_strings and action.dest != "help" and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings)}")
+    assert not missing, f"options without help text: {missing}"
+    text = sub.choices["score"].format_help()
+    assert "(default: 16)" in text and "(default: jsd)" in text and "(default: all)" in text
+    assert "(default: False)" not in text  # flags say what they do, not a default
+
+
+def test_extraction_progress_counts_sentences_as_their_forward_pass_ends(minilm):
+    import io
+
+    from attn_tools.extract import iter_extract
+
+    texts = [f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five")]
+    out = io.StringIO()
+    stream = iter_extract(
+        minilm,
+        texts,
+        batch_size=2,
+        cache=False,
+        progress={"file": out, "mininterval": 0, "miniters": 1, "leave": True},
+    )
+    first = next(stream)  # the whole window (8 ≥ 5 sentences) was computed before this
+    assert first.text == texts[0]
+    counts = [ln.split("|")[-1].split()[0] for ln in out.getvalue().split("\r") if "|" in ln]
+    assert counts[-1] == "5/5", counts  # not 0/5: the bar moved with the work, not the yields
+    assert "2/5" in counts and "4/5" in counts  # per batch of two
+    assert [r.text for r in [first, *stream]] == texts
