@@ -194,11 +194,18 @@ def cmd_figures(args: argparse.Namespace) -> int:
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
             records, ranked, folder, model_name=bundle.name, formats=args.format,
-            shared_range=args.shared_range,
+            shared_range=args.shared_range, patterns=args.patterns, progress=not args.quiet,
             best=label_heads(records, metric=args.metric, drop_keys=_drop(args)),
         )  # fmt: skip
         print(f"{bundle.name}: wrote {len(written)} files under {folder}")
     return 0
+
+
+def _parse_names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give pattern names separated by commas, e.g. first,self")
+    return names
 
 
 def _parse_heads(text: str) -> list[tuple[int, int]]:
@@ -364,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=["png", "svg", "pdf"],
         help="figure format, repeatable (default: png)",
+    )
+    sp.add_argument(
+        "--patterns",
+        type=_parse_names,
+        default=None,
+        metavar="NAME,...",
+        help="per-pattern figures only for these patterns (default: every scored pattern)",
     )
     sp.add_argument("--out", default="outputs", help="folder for the figures")
     sp.set_defaults(fn=cmd_figures)

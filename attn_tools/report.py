@@ -388,6 +388,7 @@ def write_figures(
     top_k: int = 10,
     max_examples: int = 240,
     shared_range: bool = False,
+    progress: bool = False,
 ) -> list[Path]:
     """Write every figure of one model into ``out`` and return the paths written.
 
@@ -410,6 +411,7 @@ def write_figures(
         shared_range: draw every ``scores-<p>`` map on one colour range (the lowest and highest
             mean over the patterns drawn), so that equal colours mean equal scores across
             patterns; False gives each map its own range (best contrast within a pattern).
+        progress: a tqdm bar over the patterns (one step per pattern's three figures).
 
     A pattern on which no head fits (`classify.top_heads`' ``fits`` all False: no head beats its
     own uniform score by the margin) is titled "no head fits" in its three figures, and its
@@ -426,6 +428,12 @@ def write_figures(
     names = (
         list(patterns) if patterns is not None else list(dict.fromkeys(sub["pattern"].astype(str)))
     )
+    unknown = sorted(set(names) - set(sub["pattern"].astype(str)))
+    if unknown:
+        raise ValueError(
+            f"patterns {unknown} are not in the score table of {model}. Fix: choose from "
+            f"{sorted(set(sub['pattern'].astype(str)))} (or score them first)"
+        )
     # a pattern without support (classify.supported: it predicts too few rows of its own on this
     # model, e.g. next_token on a decoder) names no head: there is nothing honest to draw for it
     ok = classify.supported(sub) & np.isfinite(sub["mean"].astype(float))
@@ -457,7 +465,12 @@ def write_figures(
         means = means[np.isfinite(means)]
         if means.size:
             limits = {"vmin": float(means.min()), "vmax": float(means.max())}
-    for k, (name, pat) in enumerate(zip(names, pats)):
+    steps = enumerate(zip(names, pats))
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, total=len(names), desc=f"figures · {model}", unit="pattern", leave=True)
+    for k, (name, pat) in steps:
         slug = file_slug(name)
         top = classify.top_heads(sub, name, k=top_k)
         fits = _any_fits(top)

@@ -254,3 +254,31 @@ def test_extraction_progress_counts_sentences_as_their_forward_pass_ends(minilm)
     assert counts[-1] == "5/5", counts  # not 0/5: the bar moved with the work, not the yields
     assert "2/5" in counts and "4/5" in counts  # per batch of two
     assert [r.text for r in [first, *stream]] == texts
+
+
+def test_figures_for_chosen_patterns_with_a_progress_bar(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text(  # six sentences: enough support (classify.supported) to name heads
+        "The lamp flickered twice, then the whole street went dark.\n"
+        "Her brother fixed the gate, painted it, and forgot the hinges.\n"
+        "Snow covered the field before the farmer woke.\n"
+        "Two trains left the station at noon, one going north.\n"
+        "My aunt keeps her keys in a blue tin by the door.\n"
+        "The choir sang softly while the candles burned low.\n"
+    )
+    out = tmp_path / "out"
+    r = _run("figures", "--model", "minilm", "--sentences", str(src), "--out", str(out),
+             "--patterns", "previous_token,first_token")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (out / "all-MiniLM-L6-v2").glob("*.png"))
+    assert names == sorted(
+        ["best_fit_grid.png"]
+        + [f"{kind}-{p}.png" for kind in ("scores", "top_heads", "example")
+           for p in ("previous_token", "first_token")]
+    )  # fmt: skip
+    bar = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "figures ·" in ln]
+    assert bar and "2/2" in bar[-1]  # one step per pattern, left on screen
+    bad = _run("figures", "--model", "minilm", "--sentences", str(src), "--out", str(out),
+               "--patterns", "previous_tokn", "--quiet")  # fmt: skip
+    assert bad.returncode == 2 and "previous_tokn" in bad.stderr and "Fix:" in bad.stderr
+    assert "Traceback" not in bad.stderr
