@@ -16,8 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from attn_tools.extract import extract
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -220,3 +223,81 @@ def test_explorer_in_voila_redraws_when_the_head_slider_moves(
     assert not [u for u in blocked if u.split("?")[0].endswith(".js")], blocked
     assert not [e for e in console_errors if "attn" in e.lower()], console_errors
     assert "Traceback" not in log_path.read_text()
+
+
+# ----------------------------------------------------------------------------- BertViz offline
+
+# a page that already has its own jQuery and an AMD loader (as the classic notebook does): the
+# inlined libraries must neither replace them nor register with them
+PAGE_GUARD = (
+    '<script>window.$ = window.jQuery = "page-jquery"; window.defined = [];'
+    "window.define = function (a, b, c) { window.defined.push(String(a)); };"
+    "window.define.amd = {};</script>\n"
+)
+
+
+def _open_blocked(browser, path: Path) -> tuple[Any, list[str], list[str]]:
+    page = browser.new_page()
+    asked: list[str] = []
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def route(r) -> None:  # only the file itself may load: every other request is refused
+        if r.request.url.startswith("file://"):
+            r.continue_()
+        else:
+            asked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(path.as_uri())
+    return page, asked, errors
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_bertviz_views_draw_with_the_network_blocked(chromium, minilm, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from attn_tools.explorer import show_bertviz
+
+    text = "Snow fell on the quiet harbour."
+    n = extract(minilm, [text], progress=False)[0].n_tokens
+    files = {}
+    for view in ("head", "model"):
+        html = show_bertviz(text, view, bundle=minilm, html_action="return").data
+        files[view] = tmp_path / f"{view}.html"
+        files[view].write_text(PAGE_GUARD + html, encoding="utf-8")
+    cdn = show_bertviz(text, "head", bundle=minilm, html_action="return", offline=False).data
+    files["cdn"] = tmp_path / "cdn.html"
+    files["cdn"].write_text(cdn, encoding="utf-8")
+    shots = _screenshots()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page, asked, errors = _open_blocked(browser, files["head"])
+            page.wait_for_function("document.querySelectorAll('svg text').length > 0")
+            assert page.locator("svg text").count() == 2 * n  # every token, left and right
+            assert page.locator("select#layer option").count() == 6  # one per MiniLM layer
+            page.select_option("select#layer", "5")  # the layer menu redraws (jQuery's on())
+            page.wait_for_timeout(300)
+            assert page.locator("svg text").count() == 2 * n
+            # the page's own $ and AMD loader are untouched
+            assert page.evaluate("window.$") == "page-jquery"
+            assert page.evaluate("window.defined") == []
+            assert not asked and not errors, (asked, errors)
+            page.screenshot(path=str(shots / "bertviz_head_offline.png"))
+
+            page, asked, errors = _open_blocked(browser, files["model"])
+            page.wait_for_function("document.querySelectorAll('svg line').length > 0")
+            # one thumbnail per head of the 6 × 12 (two boxes each), all drawn with attention lines
+            assert page.locator("svg rect").count() == 2 * 6 * 12
+            assert not asked and not errors, (asked, errors)
+
+            # what BertViz does on its own offline: asks a CDN, draws nothing
+            page, asked, errors = _open_blocked(browser, files["cdn"])
+            page.wait_for_timeout(1000)
+            assert any("cdnjs" in url for url in asked)
+            assert page.locator("svg text").count() == 0
+            assert any("require is not defined" in e for e in errors)
+        finally:
+            browser.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from attn_tools import extract
 from attn_tools.explorer import BERTVIZ_TOKEN_LIMITS, Explorer, explore, show_bertviz
 from attn_tools.patterns import build_context, predict
 from attn_tools.scoring import score_heads, score_pair
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PATTERNS = ["previous_token", "first_token", "self", "punctuation"]
 
@@ -286,3 +290,41 @@ def test_explorer_scores_without_the_sink(minilm, minilm_records):
     plain = explore(minilm, records=recs, patterns=["previous_token"]).state
     without, with_sink = (st.compare(0, 3, 0, "previous_token").score for st in (state, plain))
     assert np.isfinite(without) and np.isfinite(with_sink) and abs(without - with_sink) > 0.01
+
+
+def test_show_bertviz_says_when_it_would_need_the_network(tmp_path):
+    """Where the packages with d3/jQuery are missing (here: an mpld3 without its js/ folder first
+    on the path), the default warns and names the fix, offline=True refuses, offline=False is
+    BertViz's CDN output."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mpld3").mkdir()
+    (tmp_path / "mpld3" / "__init__.py").write_text("")
+    code = (
+        "import warnings, numpy as np\n"
+        "from attn_tools.extract import SentenceAttention\n"
+        "from attn_tools.explorer import show_bertviz\n"
+        "from attn_tools.explorer.bertviz import offline_scripts\n"
+        "assert offline_scripts() is None\n"
+        "a = np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32)\n"
+        "rec = SentenceAttention(text='a b', tokens=('[CLS]', 'a', 'b'), token_ids=(0, 1, 2),\n"
+        "    offsets=((0, 0), (0, 1), (2, 3)), special_mask=np.array([True, False, False]),\n"
+        "    attention=a, model='m', kind='encoder', truncated=False)\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    html = show_bertviz(rec, html_action='return').data\n"
+        "assert any('pip install mpld3 XStatic-jQuery' in str(w.message) for w in seen), seen\n"
+        "assert 'cdnjs' in html\n"
+        "try:\n"
+        "    show_bertviz(rec, html_action='return', offline=True)\n"
+        "except ValueError as e:\n"
+        "    assert 'Fix: pip install mpld3 XStatic-jQuery' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('offline=True did not refuse')\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
