@@ -7,6 +7,7 @@ Commands:
     score       score every head against every pattern; write the score table
     figures     the poster figures for one or more models
     automate    propose and check programs for chosen heads (filter automation)
+    report      one self-contained report.html (grids, label counts, top heads, consistency)
     demo        everything above on the offline defaults, into one output folder
 
 This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
@@ -264,11 +265,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Extract, summarise, score and draw for both offline defaults into one folder."""
     from attn_tools import report
     from attn_tools.classify import label_heads
+    from attn_tools.html_report import write_report
     from attn_tools.viz import plot_head
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = []
+    summaries, groups, known = [], [], {}
     for model in DEFAULT_MODELS:
         bundle, records, secs = _extract(model, args.sentences, args.batch_size, not args.quiet)
         s = report.summarise(records, seconds=secs)
@@ -291,16 +293,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
         plot_head(records[0], layer, head).savefig(heatmap, dpi=120, bbox_inches="tight")
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         figures = report.write_figures(
-            records, ranked, out / slug, model_name=bundle.name, best=fit
-        )
+            records, ranked, out / slug, model_name=bundle.name, best=fit,
+            patterns=None if args.all_figures else [], progress=not args.quiet,
+        )  # fmt: skip
+        known[bundle.name] = {"summary": s, "fit": fit, "ranked": ranked}
         if _drop(args) is None:
             # the same question with the first-token sink removed: what heads do besides it
             figures.append(report.write_sink_free_grid(records, out / slug, model_name=bundle.name))
+        else:
+            known[bundle.name]["fit_no_sink"] = fit
         s["files"] = [str(p) for p in [heatmap, *table, *figures]]
         summaries.append(s)
+        groups.append(records)
         print(f"   wrote {heatmap}, {len(table)} tables and {len(figures)} figures in {out / slug}")
     (out / "summary.json").write_text(json.dumps(summaries, indent=2))
+    page = write_report(
+        groups, out / "report.html", known=known, progress=not args.quiet,
+        subtitle=f"attn-tools demo: {', '.join(DEFAULT_MODELS)} on the '{args.sentences}' sentences",
+    )  # fmt: skip
     print(f"\nwrote {out / 'summary.json'}")
+    print(f"report: {page.resolve()}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from attn_tools.html_report import write_report
+
+    groups = [
+        _extract(model, args.sentences, args.batch_size, not args.quiet)[1]
+        for model in args.model or DEFAULT_MODELS
+    ]
+    page = write_report(
+        groups, Path(args.out) / "report.html", with_consistency=not args.no_consistency,
+        progress=not args.quiet, subtitle=f"sentences: {args.sentences}",
+    )  # fmt: skip
+    print(f"report: {page.resolve()}")
     return 0
 
 
@@ -431,7 +458,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, models=False)
     drop_keys(sp)
     sp.add_argument("--out", default="outputs", help="folder for everything the demo writes")
+    sp.add_argument(
+        "--all-figures",
+        action="store_true",
+        help="also the three per-pattern figures of every pattern (slow; the report has grids "
+        "and tables)",
+    )
     sp.set_defaults(fn=cmd_demo)
+
+    sp = sub.add_parser("report", help="one self-contained report.html per run")
+    common(sp)
+    sp.add_argument("--out", default="outputs", help="folder for report.html")
+    sp.add_argument(
+        "--no-consistency", action="store_true", help="skip the held-out agreement section"
+    )
+    sp.set_defaults(fn=cmd_report)
     return p
 
 

@@ -457,7 +457,7 @@ def write_figures(
         records[:max_examples]
     )
     pats = [get_pattern(name) for name in names]
-    contexts = build_contexts(model_records) if model_records else []
+    contexts = build_contexts(model_records) if model_records and names else []
     examples = example_sentences(contexts, pats) if contexts else []
     limits: dict[str, float | None] = {"vmin": None, "vmax": None}
     if shared_range and names:

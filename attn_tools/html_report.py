@@ -1,0 +1,366 @@
+"""One self-contained ``report.html``: figures inlined, tables as HTML, no external request.
+
+`HtmlReport` is a small document builder (sections with anchors, paragraphs, figures, tables, a
+table of contents); `model_sections` fills it with what the analysis knows about one model (the
+summary, the best-fit grid with and without the first-token sink, label counts, the top heads of
+every pattern *with* "no head fits" where none does, held-out consistency, and any extra tables a
+caller passes — head types, the syntax table). Figures are embedded as base64 PNG (or inline SVG),
+so the file can be mailed, opened from disk or served anywhere, and shows the same offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+__all__ = ["HtmlReport", "model_sections", "write_report"]
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
+       max-width: 1100px; padding: 0 20px 60px; color: #1b1b1b; background: #fff; }
+h1 { font-size: 26px; margin: 28px 0 6px; } h2 { font-size: 21px; margin-top: 40px;
+     border-bottom: 1px solid #ddd; padding-bottom: 4px; } h3 { font-size: 17px; }
+nav ul { columns: 2; padding-left: 18px; } figure { margin: 14px 0; }
+figure img, figure svg { max-width: 100%; height: auto; } figcaption { color: #555; font-size: 13px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+.note { color: #555; font-size: 13px; } .nofit { color: #a33; font-weight: 600; }
+@media (prefers-color-scheme: dark) {
+  body { background: #161616; color: #e6e6e6; } th { background: #262626; }
+  th, td { border-color: #3a3a3a; } .note, figcaption { color: #aaa; } a { color: #8ab4f8; }
+  figure img { background: #fff; }
+}
+"""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+@dataclass
+class HtmlReport:
+    """A document built section by section and written as one file with nothing external.
+
+    Example:
+        >>> rep = HtmlReport("attn_tools report")
+        >>> rep.section("MiniLM"); rep.paragraph("72 heads.")
+        >>> rep.figure(fig, "best-fit grid"); rep.table(df, "top heads")
+        >>> rep.write("outputs/report.html")
+    """
+
+    title: str
+    subtitle: str = ""
+    _parts: list[str] = field(default_factory=list)
+    _toc: list[tuple[int, str, str]] = field(default_factory=list)
+    _ids: set[str] = field(default_factory=set)
+
+    def _anchor(self, text: str) -> str:
+        base = _slug(text)
+        anchor, k = base, 2
+        while anchor in self._ids:
+            anchor, k = f"{base}-{k}", k + 1
+        self._ids.add(anchor)
+        return anchor
+
+    def section(self, heading: str, *, level: Literal[2, 3] = 2) -> str:
+        """Start a section (``level`` 2) or subsection (3); returns its anchor for links."""
+        anchor = self._anchor(heading)
+        self._toc.append((level, heading, anchor))
+        self._parts.append(f'<h{level} id="{anchor}">{html.escape(heading)}</h{level}>')
+        return anchor
+
+    def paragraph(self, text: str, *, note: bool = False) -> None:
+        """A paragraph of plain text (escaped); ``note`` sets it in the small grey style."""
+        cls = ' class="note"' if note else ""
+        self._parts.append(f"<p{cls}>{html.escape(text)}</p>")
+
+    def link(self, text: str, anchor: str) -> None:
+        """A paragraph that links to another section of this report."""
+        self._parts.append(f'<p><a href="#{html.escape(anchor)}">{html.escape(text)}</a></p>')
+
+    def figure(
+        self, fig: Any, caption: str = "", *, fmt: Literal["png", "svg"] = "png", dpi: int = 110
+    ) -> None:
+        """Embed a matplotlib Figure (closed afterwards) as a base64 PNG or inline SVG."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        alt = html.escape(caption or "figure")
+        if fmt == "svg":
+            svg = buf.getvalue().decode("utf-8")
+            body = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE
+        else:
+            data = base64.b64encode(buf.getvalue()).decode("ascii")
+            body = f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        self._parts.append(f"<figure>{body}{cap}</figure>")
+
+    def image(self, path: str | Path, caption: str = "") -> None:
+        """Embed a PNG file already written (read and inlined, never linked)."""
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        alt = html.escape(caption or Path(path).name)
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        self._parts.append(
+            f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{cap}</figure>'
+        )
+
+    def table(
+        self,
+        df: pd.DataFrame,
+        caption: str = "",
+        *,
+        floatfmt: str = "{:.3f}",
+        max_rows: int = 200,
+        classes: Mapping[str, str] | None = None,
+    ) -> None:
+        """An HTML table (values escaped; text columns left-aligned; at most ``max_rows`` rows).
+
+        ``classes`` maps a cell's text to a CSS class, e.g. ``{"no head fits": "nofit"}``.
+        """
+        classes = dict(classes or {})
+        shown = df.head(max_rows)
+        cols = list(shown.columns)
+        text_cols = {c for c in cols if not pd.api.types.is_numeric_dtype(shown[c])}
+        head = "".join(
+            f'<th class="text">{html.escape(str(c))}</th>'
+            if c in text_cols
+            else f"<th>{html.escape(str(c))}</th>"
+            for c in cols
+        )
+        rows = []
+        for values in shown.itertuples(index=False):
+            cells = []
+            for c, v in zip(cols, values):
+                if isinstance(v, float):
+                    txt = "" if pd.isna(v) else floatfmt.format(v)
+                else:
+                    txt = "" if v is None else str(v)
+                cls = ["text"] if c in text_cols else []
+                if txt in classes:
+                    cls.append(classes[txt])
+                attr = f' class="{" ".join(cls)}"' if cls else ""
+                cells.append(f"<td{attr}>{html.escape(txt)}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        more = (
+            f'<p class="note">{len(df) - max_rows} more rows not shown.</p>'
+            if len(df) > max_rows
+            else ""
+        )
+        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+        self._parts.append(
+            f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + more
+        )
+
+    def render(self) -> str:
+        """The whole document as one string."""
+        toc = "".join(
+            f'<li style="margin-left:{(lvl - 2) * 16}px"><a href="#{a}">{html.escape(t)}</a></li>'
+            for lvl, t, a in self._toc
+        )
+        sub = f'<p class="note">{html.escape(self.subtitle)}</p>' if self.subtitle else ""
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>{sub}<nav><ul>{toc}</ul></nav>"
+            + "\n".join(self._parts)
+            + "</body></html>\n"
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the document (atomically: a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.render(), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def _label_counts(fit: pd.DataFrame) -> pd.DataFrame:
+    labels = fit["label"].fillna("none").astype(str)
+    counts = labels.value_counts().rename_axis("label").reset_index(name="heads")
+    counts["heads_list"] = [
+        ", ".join(
+            f"L{int(r.layer)}.H{int(r.head)}"
+            for r in fit[labels == lab].sort_values(["layer", "head"]).itertuples()
+        )
+        if lab != "none" and n <= 12
+        else ""
+        for lab, n in zip(counts["label"], counts["heads"])
+    ]
+    return counts
+
+
+def _top_heads_table(ranked: pd.DataFrame, k: int) -> pd.DataFrame:
+    """One row per pattern: its top ``k`` fitting heads, or "no head fits" / "no support"."""
+    from attn_tools import classify
+
+    rows = []
+    for name in dict.fromkeys(ranked["pattern"].astype(str)):
+        top = classify.top_heads(ranked, name, k=k)
+        if top.empty:  # too few rows of its own on these sentences: no head can be named
+            rows.append({"pattern": name, "verdict": "no support", "heads": ""})
+            continue
+        fits = top["fits"].astype(bool) if "fits" in top.columns else pd.Series(True, top.index)
+        shown = top[fits] if fits.any() else top.head(1)
+        heads = ", ".join(
+            f"L{int(r.layer)}.H{int(r.head)} ({r.mean:.3f} vs {r.baseline_score:.3f})"
+            for r in shown.itertuples()
+        )
+        verdict = "fits" if fits.any() else "no head fits"
+        rows.append({"pattern": name, "verdict": verdict, "heads": heads})
+    return pd.DataFrame(rows, columns=["pattern", "verdict", "heads"])
+
+
+def model_sections(
+    report: HtmlReport,
+    records: Sequence[Any],
+    *,
+    summary: Mapping[str, Any],
+    fit: pd.DataFrame,
+    ranked: pd.DataFrame,
+    fit_no_sink: pd.DataFrame | None = None,
+    consistency: pd.DataFrame | None = None,
+    extra: Sequence[tuple[str, pd.DataFrame | Any, str]] = (),
+    top_k: int = 3,
+) -> str:
+    """Add one model's sections to ``report``; returns the model section's anchor.
+
+    Args:
+        records: the model's `SentenceAttention` records (only its name is read here).
+        summary: `report.summarise` of the records.
+        fit: `classify.label_heads` (the calibrated labels) for the grid and the label counts.
+        ranked: the own-rows score table (`report.score_tables`' second table) for top heads.
+        fit_no_sink: the same labels with the first-token sink removed (``drop_keys="first"``).
+        consistency: a `consistency.consistency` table (its `agreement_summary` is shown).
+        extra: more subsections as ``(heading, DataFrame or Figure, caption)``.
+    """
+    from attn_tools import viz
+    from attn_tools.consistency import agreement_summary
+
+    model = str(summary["model"])
+    anchor = report.section(model)
+    report.paragraph(
+        f"{summary['kind']} model, {summary['layers']} layers × {summary['heads']} heads; "
+        f"{summary['sentences']} sentences, {summary['tokens']} tokens "
+        f"({summary['tokens_per_sentence']} per sentence)."
+    )
+    per_layer = pd.DataFrame(
+        [summary["entropy_bits_per_layer"], summary["attention_to_first_token_per_layer"]],
+        columns=[f"L{i}" for i in range(int(summary["layers"]))],
+    )
+    per_layer.insert(0, "per layer", ["entropy (bits)", "attention to first token"])
+    report.table(per_layer, "mean over heads, rows and sentences", floatfmt="{:.2f}")
+
+    grid = report.section(f"{model}: best-fit grid", level=3)
+    report.figure(viz.plot_best_fit_grid(fit, model=model), f"{model}: calibrated labels per head")
+    report.table(_label_counts(fit), "heads per label (none = no pattern passes the rule)")
+    if fit_no_sink is not None:
+        report.section(f"{model}: besides the first-token sink", level=3)
+        report.figure(
+            viz.plot_best_fit_grid(fit_no_sink, model=model),
+            f"{model}: labels with the first token's column removed",
+        )
+        report.table(_label_counts(fit_no_sink), "heads per label, sink removed")
+    report.section(f"{model}: top heads per pattern", level=3)
+    metric = str(ranked["metric"].iloc[0]) if "metric" in ranked.columns else "score"
+    report.paragraph(
+        f"Each pattern's best heads (at most {top_k}) among those that beat their own uniform "
+        f"score by the margin (classify.top_heads), as 'head (score vs its uniform score)' in "
+        f"{metric}; 'no head fits' where none does (the closest head is shown), 'no support' "
+        "where the pattern predicts too few rows of its own on these sentences.",
+        note=True,
+    )
+    report.table(
+        _top_heads_table(ranked, top_k),
+        "top heads per pattern",
+        classes={"no head fits": "nofit", "no support": "nofit"},
+        max_rows=1000,
+    )
+    report.link("back to the grid", grid)
+    if consistency is not None:
+        report.section(f"{model}: does it hold on other sentences?", level=3)
+        report.table(agreement_summary(consistency), "label agreement between the two halves")
+    for heading, content, caption in extra:
+        report.section(f"{model}: {heading}", level=3)
+        if isinstance(content, pd.DataFrame):
+            report.table(content, caption)
+        else:
+            report.figure(content, caption)
+    return anchor
+
+
+def write_report(
+    records_by_model: Sequence[Sequence[Any]],
+    path: str | Path,
+    *,
+    title: str = "Which attention heads do what?",
+    subtitle: str = "",
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+    with_consistency: bool = True,
+    extra: Mapping[str, Sequence[tuple[str, Any, str]]] | None = None,
+    progress: bool = False,
+) -> Path:
+    """Analyse each model's records and write one self-contained ``report.html``.
+
+    Args:
+        records_by_model: one list of `SentenceAttention` records per model.
+        path: the file to write (its folder is created).
+        known: per model name, results already computed (keys ``summary``, ``fit``, ``ranked``,
+            ``fit_no_sink``, ``consistency``) so a caller that has them pays nothing twice.
+        with_consistency: add the held-out agreement (two random halves) per model.
+        extra: per model name, more subsections ``(heading, DataFrame or Figure, caption)``.
+        progress: a tqdm bar over the models.
+    """
+    from attn_tools import report as rpt
+    from attn_tools.classify import label_heads
+    from attn_tools.consistency import consistency as run_consistency
+
+    known = known or {}
+    extra = extra or {}
+    doc = HtmlReport(title, subtitle=subtitle)
+    groups = [list(r) for r in records_by_model]
+    if not groups or any(not g for g in groups):
+        raise ValueError("write_report needs at least one record per model. Fix: extract first")
+    steps = groups
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(groups, desc="report", unit="model", leave=True)
+    for records in steps:
+        name = records[0].model
+        have = dict(known.get(name, {}))
+        if "summary" not in have:
+            have["summary"] = rpt.summarise(records)
+        if "ranked" not in have:
+            have["ranked"] = rpt.score_tables(records)[1]
+        if "fit" not in have:
+            have["fit"] = label_heads(records)
+        if "fit_no_sink" not in have:
+            have["fit_no_sink"] = label_heads(records, drop_keys="first")
+        if with_consistency and "consistency" not in have:
+            have["consistency"] = run_consistency(records)
+        model_sections(
+            doc,
+            records,
+            summary=have["summary"],
+            fit=have["fit"],
+            ranked=have["ranked"],
+            fit_no_sink=have["fit_no_sink"],
+            consistency=have.get("consistency") if with_consistency else None,
+            extra=extra.get(name, ()),
+        )
+    return doc.write(path)
