@@ -36,6 +36,7 @@ _LAZY = {
 _SUBMODULES = frozenset(
     {
         "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
+        "syntax",
         "interventions",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
     }
