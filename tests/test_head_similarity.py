@@ -152,3 +152,27 @@ def test_bad_inputs(minilm_records):
     with pytest.raises(ValueError, match="drop_keys must be"):
         head_distances(minilm_records[:1], drop_keys="everything")
     assert isinstance(head_distances(minilm_records[:1]), HeadDistances)
+
+
+def test_plot_head_embedding_layers_and_labels(minilm_records, tmp_path):
+    from attn_tools.viz import plot_head_embedding
+
+    hd = head_distances(minilm_records[:2])
+    emb = embed_heads(hd)
+    clusters = cluster_heads(hd, 3)
+    # a label table may cover only some heads: the rest are drawn as unlabelled
+    some = clusters[clusters.layer < 3]
+    fig = plot_head_embedding(emb, some, label_column="cluster", save=tmp_path / "heads.png")
+    assert (tmp_path / "heads.png").stat().st_size > 5000
+    by_layer, by_label = fig.axes[0], fig.axes[1]
+    np.testing.assert_allclose(
+        by_layer.collections[0].get_offsets(), emb[["mds1", "mds2"]].to_numpy()
+    )
+    legend = [t.get_text() for t in by_label.get_legend().get_texts()]
+    assert f"unlabelled ({int((emb.layer >= 3).sum())})" in legend
+    drawn = sum(len(c.get_offsets()) for c in by_label.collections)
+    assert drawn == len(emb)
+    single = plot_head_embedding(emb)
+    assert len([a for a in single.axes if a.get_label() != "<colorbar>"]) == 1
+    with pytest.raises(ValueError, match="lacks the columns"):
+        plot_head_embedding(emb, clusters, label_column="head_type")

@@ -414,3 +414,27 @@ def test_bad_records(fresh):
         offset_baseline(records, parses=parses, offsets=(0, 1))
     with pytest.raises(ValueError, match="ci must be"):
         syntax_table(records, parses=parses, ci=1.5)
+
+
+def test_plot_syntax_table_draws_the_table(fresh, tmp_path):
+    from attn_tools.viz import plot_syntax_table
+
+    records, parses = fresh
+    table = syntax_table(records, parses=parses, min_arcs=5, n_boot=200)
+    fig = plot_syntax_table(table, save=tmp_path / "syntax.png")
+    assert (tmp_path / "syntax.png").stat().st_size > 5000
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    n = len(table)
+    np.testing.assert_allclose(heights[:n], table.accuracy.to_numpy())
+    np.testing.assert_allclose(heights[n:], table.baseline.to_numpy())
+    texts = [t.get_text() for t in ax.texts]
+    first = table.iloc[0]
+    assert f"L{first.layer}-H{first['head']}" in texts[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0].startswith(f"{first.relation}\n{first.n_arcs} arcs")
+    assert "all-MiniLM-L6-v2" in ax.get_title(loc="left")
+    with pytest.raises(ValueError, match="empty"):
+        plot_syntax_table(table.iloc[:0])
+    with pytest.raises(ValueError, match="lacks the columns"):
+        plot_syntax_table(table.drop(columns="baseline"))
