@@ -438,3 +438,19 @@ def test_plot_syntax_table_draws_the_table(fresh, tmp_path):
         plot_syntax_table(table.iloc[:0])
     with pytest.raises(ValueError, match="lacks the columns"):
         plot_syntax_table(table.drop(columns="baseline"))
+
+
+def test_merged_unit_arcs_inside_are_skipped_and_outside_use_the_unit():
+    # one token "cannot" covers the two spaCy words can|not: they form one unit. The arc inside
+    # the unit cannot be scored (the word itself is never a candidate); can → go is scored with
+    # the unit's row, which attends most to "go"
+    text = "we cannot go"
+    tokens = [("[CLS]", 0, 0), ("we", 0, 2), ("cannot", 3, 9), ("go", 10, 12), ("[SEP]", 0, 0)]
+    p = _parse(text, [("we", "nsubj", 3), ("can", "aux", 3), ("not", "neg", 1), ("go", "ROOT", 3)])
+    a = _rows([5, 1, 1, 1, 1], [5, 1, 1, 3, 1], [5, 1, 9, 3, 1], [5, 3, 1, 9, 1], [1, 1, 1, 1, 5])
+    rec = _record(text, tokens, a[None, None])
+    acc = dependency_accuracy([rec], ["nsubj", "aux", "neg"], direction="dep->head", parses=[p])
+    got = acc.set_index("relation")
+    assert got.loc["neg", "n_arcs"] == 0
+    assert got.loc["aux", "n_arcs"] == 1 and got.loc["aux", "accuracy"] == 1.0
+    assert got.loc["nsubj", "n_arcs"] == 1 and got.loc["nsubj", "accuracy"] == 1.0
