@@ -52,7 +52,6 @@ __all__ = [
     "Direction",
     "HeadDistances",
     "cluster_heads",
-    "word_attention",
     "dependency_accuracy",
     "embed_heads",
     "head_distances",
@@ -121,7 +120,7 @@ def _sentence_arcs(record: Any, parsed: Parse) -> tuple[_SentenceArcs, np.ndarra
     return arcs, mean_from[keep], sum_to[keep]
 
 
-def word_attention(record: Any, parsed: Parse) -> tuple[np.ndarray, _SentenceArcs]:
+def _word_attention(record: Any, parsed: Parse) -> tuple[np.ndarray, _SentenceArcs]:
     """``(W [L·H, u, u], arcs)``: Clark's word-level attention over word units only.
 
     Rows are the mean over a unit's pieces, columns the sum; special-token units are removed from
@@ -243,7 +242,7 @@ def _count(
             "(−3..3 without 0); offset 0 is the word itself, never a candidate."
         )
     L, H = np.shape(recs[0].attention)[:2]
-    per_sentence = [word_attention(r, p) for r, p in zip(recs, parsed)]
+    per_sentence = [_word_attention(r, p) for r, p in zip(recs, parsed)]
     rels = _relations(relations, [rel for _, arcs in per_sentence for rel in arcs.relation])
     index = {r: i for i, r in enumerate(rels)}
     S, M, R, K = len(recs), L * H, len(rels), len(offs)
@@ -680,7 +679,13 @@ def _square(distances: HeadDistances | np.ndarray) -> np.ndarray:
 def _head_frame(distances: HeadDistances | np.ndarray, m: int) -> pd.DataFrame:
     if isinstance(distances, HeadDistances):
         return pd.DataFrame(
-            {"model": distances.model, "layer": distances.layers, "head": distances.heads}
+            {
+                "model": distances.model,
+                "layer": distances.layers,
+                "head": distances.heads,
+                "level": distances.level,
+                "drop_keys": distances.drop_keys,
+            }
         )
     return pd.DataFrame({"index": np.arange(m)})
 
@@ -694,7 +699,8 @@ def embed_heads(distances: HeadDistances | np.ndarray, dim: int = 2) -> pd.DataF
     positive, so the map is the same on every run.
 
     Returns:
-        One row per head: ``model, layer, head`` (``index`` for a plain matrix), ``mds1`` ..
+        One row per head: ``model, layer, head, level, drop_keys`` (``index`` for a plain
+        matrix), ``mds1`` ..
         ``mds{dim}``, and ``explained``: the share of the positive eigenvalues' sum the
         ``dim`` axes hold (1.0 = the distances are exactly a ``dim``-D map).
     """
@@ -731,7 +737,8 @@ def cluster_heads(
     ``"ward"`` assumes Euclidean distances and is offered for comparison only.
 
     Returns:
-        One row per head: ``model, layer, head`` (``index`` for a plain matrix) and ``cluster``
+        One row per head: ``model, layer, head, level, drop_keys`` (``index`` for a plain
+        matrix) and ``cluster``
         (1..``n_clusters``, numbered in order of each cluster's first head).
     """
     from scipy.cluster.hierarchy import fcluster, linkage

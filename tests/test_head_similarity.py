@@ -120,7 +120,16 @@ def test_mds_recovers_a_planar_configuration():
 def test_mds_and_clusters_on_real_heads(minilm_records):
     hd = head_distances(minilm_records[:3])
     emb = embed_heads(hd)
-    assert list(emb.columns) == ["model", "layer", "head", "mds1", "mds2", "explained"]
+    assert list(emb.columns) == [
+        "model",
+        "layer",
+        "head",
+        "level",
+        "drop_keys",
+        "mds1",
+        "mds2",
+        "explained",
+    ]
     assert 0 < emb.explained.iloc[0] < 1
     xy = emb[["mds1", "mds2"]].to_numpy()
     planar = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
@@ -129,7 +138,7 @@ def test_mds_and_clusters_on_real_heads(minilm_records):
     assert np.corrcoef(planar[iu], hd.matrix[iu])[0, 1] > 0.6
     clusters = cluster_heads(hd, 4)
     assert clusters.cluster.nunique() == 4 and clusters.cluster.iloc[0] == 1
-    assert list(clusters.columns) == ["model", "layer", "head", "cluster"]
+    assert list(clusters.columns) == ["model", "layer", "head", "level", "drop_keys", "cluster"]
 
 
 def test_clusters_separate_two_obvious_groups():
