@@ -120,17 +120,15 @@ def _sentence_arcs(record: Any, parsed: Parse) -> tuple[_SentenceArcs, np.ndarra
     return arcs, mean_from[keep], sum_to[keep]
 
 
-def _word_attention(record: Any, parsed: Parse) -> tuple[np.ndarray, _SentenceArcs]:
-    """``(W [L·H, u, u], arcs)``: Clark's word-level attention over word units only.
+def _word_attention(record: Any, mean_from: np.ndarray, sum_to: np.ndarray) -> np.ndarray:
+    """``W [L·H, u, u]``: Clark's word-level attention over word units only.
 
     Rows are the mean over a unit's pieces, columns the sum; special-token units are removed from
     both axes (so rows no longer sum to 1, which an argmax does not need).
     """
-    arcs, mean_from, sum_to = _sentence_arcs(record, parsed)
     att = np.asarray(record.attention)
     L, H, n, _ = att.shape
-    A = att.reshape(L * H, n, n).astype(np.float64)
-    return mean_from @ A @ sum_to.T, arcs
+    return mean_from @ att.reshape(L * H, n, n).astype(np.float64) @ sum_to.T
 
 
 def _predictions(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,14 +240,15 @@ def _count(
             "(−3..3 without 0); offset 0 is the word itself, never a candidate."
         )
     L, H = np.shape(recs[0].attention)[:2]
-    per_sentence = [_word_attention(r, p) for r, p in zip(recs, parsed)]
-    rels = _relations(relations, [rel for _, arcs in per_sentence for rel in arcs.relation])
+    # arcs first (cheap), attention one sentence at a time: memory stays that of one sentence
+    per_sentence = [_sentence_arcs(r, p) for r, p in zip(recs, parsed)]
+    rels = _relations(relations, [rel for arcs, _, _ in per_sentence for rel in arcs.relation])
     index = {r: i for i, r in enumerate(rels)}
     S, M, R, K = len(recs), L * H, len(rels), len(offs)
     hits = np.zeros((S, 2, M, R), dtype=np.int32)
     offset_hits = np.zeros((S, K, R), dtype=np.int32)
     n = np.zeros((S, R), dtype=np.int32)
-    for s, (W, arcs) in enumerate(per_sentence):
+    for s, (arcs, mean_from, sum_to) in enumerate(per_sentence):
         rel = np.array([index.get(r, -1) for r in arcs.relation], dtype=np.int64)
         use = rel >= 0
         if not use.any():
@@ -258,7 +257,7 @@ def _count(
         one_hot = np.zeros((len(rel), R), dtype=np.int32)
         one_hot[np.arange(len(rel)), rel] = 1
         n[s] = one_hot.sum(axis=0)
-        to_head, from_head = _predictions(W)
+        to_head, from_head = _predictions(_word_attention(recs[s], mean_from, sum_to))
         # [M, a] hits of every head at once, summed into relations by one matrix product
         hits[s, 0] = (to_head[:, d] == h).astype(np.int32) @ one_hot
         hits[s, 1] = (from_head[:, d] == h).astype(np.int32) @ one_hot
