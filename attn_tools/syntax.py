@@ -620,7 +620,9 @@ def head_distances(
         raise ValueError(f"level must be 'token' or 'word', got {level!r}. Fix: level='word'.")
     recs = _check_records(records)
     parsed: list[Parse | None]
-    if level == "word" or drop_keys == "special+punct":
+    # punctuation keys come from the token texts; only word level (or a callable that may read
+    # the words) needs spaCy
+    if level == "word" or callable(drop_keys):
         parsed = list(_parses(recs, parses))
     else:
         parsed = [None] * len(recs)

@@ -185,3 +185,13 @@ def test_plot_head_embedding_layers_and_labels(minilm_records, tmp_path):
     assert len([a for a in single.axes if a.get_label() != "<colorbar>"]) == 1
     with pytest.raises(ValueError, match="lacks the columns"):
         plot_head_embedding(emb, clusters, label_column="head_type")
+
+
+def test_drop_keys_names_and_callables_agree(minilm_records):
+    records = minilm_records[:2]
+    named = head_distances(records, drop_keys="special+punct")
+    custom = head_distances(records, drop_keys=lambda ctx: ctx.special_mask | ctx.punct_mask)
+    np.testing.assert_array_equal(named.matrix, custom.matrix)
+    assert named.drop_keys == "special+punct" and custom.drop_keys.startswith("custom:")
+    # removing the sink keys changes the answer (the comparison is not vacuous)
+    assert np.abs(named.matrix - head_distances(records).matrix).max() > 0.05
