@@ -539,6 +539,15 @@ class HeadDistances:
     drop_keys: str
     n_sentences: int
 
+    def __repr__(self) -> str:
+        m = len(self.layers)
+        off = self.matrix[~np.eye(m, dtype=bool)] if m > 1 else np.zeros(1)
+        return (
+            f"HeadDistances(model={self.model!r}, heads={m}, level={self.level!r}, "
+            f"drop_keys={self.drop_keys!r}, n_sentences={self.n_sentences}, "
+            f"distance {off.min():.3f}..{off.max():.3f})"
+        )
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return self.matrix if dtype is None else self.matrix.astype(dtype)
 

@@ -160,7 +160,10 @@ def test_bad_inputs(minilm_records):
         head_distances(minilm_records[:1], level="char")
     with pytest.raises(ValueError, match="drop_keys must be"):
         head_distances(minilm_records[:1], drop_keys="everything")
-    assert isinstance(head_distances(minilm_records[:1]), HeadDistances)
+    one = head_distances(minilm_records[:1])
+    assert isinstance(one, HeadDistances)
+    assert repr(one).startswith("HeadDistances(model='all-MiniLM-L6-v2', heads=72, level='token'")
+    assert np.asarray(one).shape == (72, 72)
 
 
 def test_plot_head_embedding_layers_and_labels(minilm_records, tmp_path):
