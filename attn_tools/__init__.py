@@ -36,7 +36,9 @@ _LAZY = {
 _SUBMODULES = frozenset(
     {
         "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
-        "html_report", "interventions",
+        "html_report",
+        "interventions",
+        "syntax",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
     }
 )  # fmt: skip

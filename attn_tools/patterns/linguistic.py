@@ -10,6 +10,11 @@ head, a word without the relation) falls back to self too.
 relation to its head is ``rel`` attends to that head (``dep(det)``: "the" → "cat"); the other
 words are unscored fallback rows. ``dep_rev(rel)`` is the other direction (head → its ``rel``
 dependents). Relation names are spaCy's (ClearNLP style: ``nsubj``, ``dobj``, ``pobj``, ...).
+
+Scoring these patterns with ``argmax_accuracy`` at ``level="word"`` is *not* Clark et al.'s
+protocol (special tokens and the word itself stay candidates, sentences are averaged rather than
+arcs, and ``dep_rev`` spreads a head over all its dependents instead of the paper's transposed
+mode); `attn_tools.syntax.dependency_accuracy` implements the paper's.
 """
 
 from __future__ import annotations
@@ -183,13 +188,23 @@ def _relation_pattern(rel: str, *, reverse: bool) -> Pattern:
 
 @pattern_factory("dep", example="dep(nsubj)")
 def dep(rel: str) -> Pattern:
-    """``dep(rel)``: each word whose relation is ``rel`` attends to its head; others fall back."""
+    """``dep(rel)``: each word whose relation is ``rel`` attends to its head; others fall back.
+
+    As a pattern it is scored with the score-table rules; the paper's dependency accuracy (special
+    tokens and the word itself removed, micro-averaged over arcs) is
+    `attn_tools.syntax.dependency_accuracy`.
+    """
     return _relation_pattern(rel, reverse=False)
 
 
 @pattern_factory("dep_rev", example="dep_rev(dobj)")
 def dep_rev(rel: str) -> Pattern:
-    """``dep_rev(rel)``: each head attends evenly to its ``rel`` dependents; others fall back."""
+    """``dep_rev(rel)``: each head attends evenly to its ``rel`` dependents; others fall back.
+
+    Not Clark et al. (2019)'s transposed mode, which asks per arc whether the head is the word
+    that attends most to the dependent; that is ``direction="head->dep"`` of
+    `attn_tools.syntax.dependency_accuracy`.
+    """
     return _relation_pattern(rel, reverse=True)
 
 

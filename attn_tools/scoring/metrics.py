@@ -392,8 +392,14 @@ def _round_like_tl(err: np.ndarray, decimals: int | None) -> np.ndarray:
 def argmax_accuracy(a: Any, p: Any, *, axis: int = -1) -> np.ndarray:
     """Per row: 1.0 when the attention maximum falls on a predicted key (``p > 0``), else 0.0.
 
-    Clark et al. (2019)'s accuracy for dependency patterns (higher is better). Ties count as hits
+    An argmax accuracy in the spirit of Clark et al. (2019) (higher is better). Ties count as hits
     when any maximal key is predicted. Rows where ``p`` has no mass give NaN (not predicted).
+
+    This is *not* Clark et al.'s protocol: every key stays a candidate (special tokens such as
+    [CLS]/[SEP]/BOS and the word itself included, which a sink head wins), and score tables
+    average it per sentence rather than over arcs. For the paper's dependency accuracy (specials
+    and the word itself removed, micro-averaged over arcs, both directions, fixed-offset
+    baseline) use `attn_tools.syntax.dependency_accuracy` and `attn_tools.syntax.syntax_table`.
     """
     an = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
     pn = np.moveaxis(np.asarray(p, dtype=np.float64), axis, -1)

@@ -12,7 +12,8 @@ metrics, `score_cmap`). Rows a pattern leaves empty (its self fallback) are grey
 (`draw_fallback_rows`); titles that hold a model name wrap to the figure (`fit_text`).
 
 Modules: `canvas` (figures, saving, token ticks, metric labels), `matrices`, `tables`, `grid`,
-`colors`. Writing a whole set of figures and tables is `attn_tools.report.write_figures`.
+`colors`, `syntax` (Clark-style syntax table and head map). Writing a whole set of figures and
+tables is `attn_tools.report.write_figures`.
 
 Example:
     >>> recs = extract(load_model("minilm"), load_sentences("story")[:12])
@@ -55,6 +56,7 @@ from attn_tools.viz.matrices import (
     plot_layer,
     plot_patterns,
 )
+from attn_tools.viz.syntax import plot_head_embedding, plot_syntax_table
 from attn_tools.viz.tables import (
     draw_bars,
     draw_diagonal_scatter,
@@ -102,11 +104,13 @@ __all__ = [
     "plot_best_fit_grid",
     "plot_consistency",
     "plot_head",
+    "plot_head_embedding",
     "plot_head_vs_pattern",
     "plot_layer",
     "plot_linear_fit",
     "plot_pattern_scores",
     "plot_patterns",
+    "plot_syntax_table",
     "plot_top_heads",
     "resolve_scale",
     "save_figure",
