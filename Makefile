@@ -57,6 +57,7 @@ bench: setup
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_explorer.py
 	$(PY) benchmarks/bench_ablation.py --model minilm --n 2
+	$(PY) benchmarks/bench_demo.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
