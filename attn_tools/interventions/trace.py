@@ -59,6 +59,7 @@ class GenerationTrace:
     Attributes:
         model: the model's display name.
         token_ids, tokens: every position, prompt then generated (BOS first, as `extract` does).
+        labels: readable token labels (each token decoded on its own; specials keep their name).
         n_prompt: how many positions the prompt has.
         steps: one `GenerationStep` per forward step.
         text: the generated continuation, decoded.
@@ -67,6 +68,7 @@ class GenerationTrace:
     model: str
     token_ids: tuple[int, ...]
     tokens: tuple[str, ...]
+    labels: tuple[str, ...]
     n_prompt: int
     steps: tuple[GenerationStep, ...]
     text: str
@@ -151,6 +153,11 @@ def _check_bundle(bundle: Any) -> ModelBundle:
             "load the model's *ForCausalLM form."
         )
     return bundle
+
+
+def _label(decoded: str, token: str) -> str:
+    """A readable label: the decoded text, newlines shown as ⏎, the raw token if it is blank."""
+    return decoded.strip() or decoded.replace("\n", "⏎").strip() or token
 
 
 def _cache_argument(model: Any) -> str:
@@ -269,10 +276,12 @@ def trace_generation(
         for handle in handles:
             handle.remove()
     tok = bundle.tokenizer
+    tokens = tok.convert_ids_to_tokens(all_ids)
     return GenerationTrace(
         model=bundle.name,
         token_ids=tuple(all_ids),
-        tokens=tuple(tok.convert_ids_to_tokens(all_ids)),
+        tokens=tuple(tokens),
+        labels=tuple(_label(tok.decode([i]), t) for i, t in zip(all_ids, tokens)),
         n_prompt=n_prompt,
         steps=tuple(steps),
         text=tok.decode(all_ids[n_prompt:]),
