@@ -7,6 +7,7 @@ Commands:
     score       score every head against every pattern; write the score table
     figures     the poster figures for one or more models
     automate    propose and check programs for chosen heads (filter automation)
+    stats       head statistics and head types per model (tables, figures, held-out agreement)
     demo        everything above on the offline defaults, into one output folder
 
 This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
@@ -261,6 +262,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from attn_tools.stats import HeadTypeThresholds, write_stats
+
+    thresholds = HeadTypeThresholds(args.positional, args.focused, args.broad)
+    for model in args.model or DEFAULT_MODELS:
+        paths = write_stats(
+            model, args.sentences, args.out, holdout=args.holdout, drop_keys=_drop(args),
+            thresholds=thresholds, limit=args.limit, batch_size=args.batch_size,
+            progress=not args.quiet,
+        )  # fmt: skip
+        print(f"{model}: wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -357,6 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(fn=cmd_automate)
+
+    sp = sub.add_parser("stats", help="head statistics and head types (tables and figures)")
+    common(sp)
+    drop_keys(sp)
+    sp.add_argument("--holdout", help="a disjoint sentence set: writes the type agreement table")
+    sp.add_argument("--limit", type=int, default=None, help="use at most N sentences per set")
+    sp.add_argument("--positional", type=float, default=0.5, help="positional type cut-off")
+    sp.add_argument("--focused", type=float, default=0.5, help="focused type cut-off")
+    sp.add_argument("--broad", type=float, default=0.7, help="broad type cut-off")
+    sp.add_argument("--out", default="outputs/stats")
+    sp.set_defaults(fn=cmd_stats)
+    # Syntax (Clark et al. 2019): the syntax table's flag joins this command here
 
     sp = sub.add_parser("demo", help="the README demo on the offline defaults")
     common(sp, models=False)

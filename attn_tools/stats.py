@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "head_stats",
     "head_type_agreement",
     "type_shares",
+    "write_stats",
 ]
 
 HeadType = Literal["previous-token", "first-token", "self", "focused", "broad", "mixed"]
@@ -405,3 +407,61 @@ def type_shares(stats: pd.DataFrame) -> pd.DataFrame:
         if t not in counts.columns:
             counts[t] = 0.0
     return counts[list(HEAD_TYPES)].reset_index()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_stats(
+    model: str,
+    sentences: str,
+    out: str | Path,
+    *,
+    holdout: str | None = None,
+    drop_keys: DropKeys = None,
+    thresholds: HeadTypeThresholds | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[Path]:
+    """Extract, compute `head_stats`, and write the table and figures for one model.
+
+    Writes under ``out``: ``head_stats_<model>.csv`` and ``.parquet``, the head-type grid and
+    the layer-progression figure (PNG), and with ``holdout`` (a second sentence set) the held-out
+    table, ``type_agreement_<model>.csv`` and ``type_confusion_<model>.csv``. Returns the paths.
+    """
+    from attn_tools import viz
+    from attn_tools.data import load_sentences
+    from attn_tools.extract import extract
+    from attn_tools.models import load_model
+    from attn_tools.report import file_slug, write_table
+
+    out = Path(out)
+    bundle = load_model(model)
+    texts = load_sentences(sentences, limit=limit, progress=progress)
+    held_texts: list[str] = []
+    if holdout is not None:  # checked before any work, so a bad set costs nothing
+        held_texts = load_sentences(holdout, limit=limit, progress=progress)
+        overlap = set(texts) & set(held_texts)
+        if overlap:
+            raise ValueError(
+                f"the held-out set shares {len(overlap)} sentence(s) with the analysis set (e.g. "
+                f"{next(iter(overlap))[:50]!r}), so agreement would not test stability. Fix: pass "
+                "a disjoint --holdout set (the built-in 'heldout' set is disjoint from the others)."
+            )
+    records = extract(bundle, texts, batch_size=batch_size, progress=progress)
+    stats = head_stats(records, drop_keys=drop_keys, thresholds=thresholds)
+    slug = file_slug(bundle.name)
+    paths = write_table(stats, out, f"head_stats_{slug}")
+    paths += viz.save_figure(viz.plot_head_type_grid(stats), out / f"head_types_{slug}.png")
+    paths += viz.save_figure(viz.plot_layer_progression(stats), out / f"layers_{slug}.png")
+    if holdout is not None:
+        held = extract(bundle, held_texts, batch_size=batch_size, progress=progress)
+        held_stats = head_stats(held, drop_keys=drop_keys, thresholds=thresholds)
+        paths += write_table(held_stats, out, f"head_stats_{slug}_holdout")
+        agreement = head_type_agreement(stats, held_stats)
+        for name, table in (("agreement", agreement.summary), ("confusion", agreement.confusion)):
+            path = out / f"type_{name}_{slug}.csv"
+            table.to_csv(path, index=False)
+            paths.append(path)
+    return paths
