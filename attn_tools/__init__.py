@@ -38,6 +38,7 @@ _SUBMODULES = frozenset(
         "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
         "interventions",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
+        "stats",
     }
 )  # fmt: skip
 
