@@ -63,6 +63,8 @@ STAT_COLUMNS = (
     "entropy_bits", "entropy_norm", "focus", "first_mass", "prev_mass", "self_mass",
     "special_mass", "punct_mass", "distance",
 )  # fmt: skip
+# cells per block of heads computed at once (bounds memory on long sentences)
+_CHUNK_CELLS = 4_000_000
 # the positional types and the statistic each one reads
 _POSITIONAL = (
     ("previous-token", "prev_mass"),
@@ -253,13 +255,19 @@ def head_stats(
                 "model."
             )
         drop = dropped_keys(ctx, drop_keys)
-        sums, counts = _sentence_stats(
-            att.reshape(L * H, n, n).astype(np.float64),
-            rec.kind == "causal",
-            np.asarray(ctx.special_mask, dtype=bool),
-            np.asarray(ctx.punct_mask, dtype=bool),
-            drop,
-        )
+        flat = att.reshape(L * H, n, n)
+        special = np.asarray(ctx.special_mask, dtype=bool)
+        punct = np.asarray(ctx.punct_mask, dtype=bool)
+        # heads in chunks of about _CHUNK_CELLS cells: a 512-token sentence of a 270-head model
+        # would otherwise hold several [270, 512, 512] float64 temporaries at once
+        step = max(1, _CHUNK_CELLS // (n * n))
+        parts = [
+            _sentence_stats(flat[i : i + step].astype(np.float64), rec.kind == "causal",
+                            special, punct, drop)
+            for i in range(0, L * H, step)
+        ]  # fmt: skip
+        sums = np.concatenate([p[0] for p in parts])
+        counts = np.concatenate([p[1] for p in parts])
         has = counts > 0
         m.total[has] += sums[has] / counts[has, None]
         m.n_sentences += has

@@ -292,3 +292,13 @@ def test_random_heads_with_exact_zeros_match_the_plain_loop(kind, seed):
         for col in STAT_COLUMNS:
             np.testing.assert_allclose(got[col], want[col], atol=1e-6, err_msg=f"{col} {drop}")
         np.testing.assert_array_equal(got["n_rows"], want["n_rows"])
+
+
+def test_head_chunks_give_the_same_table(monkeypatch, minilm_records):
+    import attn_tools.stats as stats_module
+
+    whole = head_stats(minilm_records[:3])
+    # a few heads per block (long sentences are split this way to bound memory)
+    monkeypatch.setattr(stats_module, "_CHUNK_CELLS", 5 * minilm_records[0].n_tokens ** 2)
+    chunked = head_stats(minilm_records[:3])
+    pd.testing.assert_frame_equal(whole, chunked)
