@@ -33,8 +33,8 @@ from attn_tools.interventions import trace_generation
 from attn_tools.stats import HeadTypeThresholds, assign_head_types, head_stats, head_type_agreement
 
 # %%
-analysis = load_sentences("story")[:16]
-heldout = load_sentences("heldout")[:16]  # disjoint from the analysis sentences
+analysis = load_sentences("story")[:12]
+heldout = load_sentences("heldout")[:12]  # disjoint from the analysis sentences
 models = {name: load_model(name) for name in ("minilm", "smollm2")}
 records = {name: extract(bundle, analysis) for name, bundle in models.items()}
 held_records = {name: extract(bundle, heldout) for name, bundle in models.items()}
@@ -122,7 +122,7 @@ viz.plot_layer_progression(stats["smollm2"])
 # over the whole text (checked in the tests).
 
 # %%
-trace = trace_generation(models["smollm2"], "The capital of France is", max_new_tokens=5)
+trace = trace_generation(models["smollm2"], "The capital of France is", max_new_tokens=4)
 trace
 
 # %%
