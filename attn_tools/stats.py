@@ -272,6 +272,8 @@ def head_stats(
         m.total[has] += sums[has] / counts[has, None]
         m.n_sentences += has
         m.n_rows += counts
+    if not models:
+        raise ValueError("records held no record. Fix: extract at least one sentence first.")
     frames = []
     for name, m in models.items():
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -199,6 +199,8 @@ def test_bad_inputs_are_named():
         head_stats([rec], drop_keys="sink")
     with pytest.raises(TypeError, match="record 1 is str"):
         head_stats([rec, "a sentence"])
+    with pytest.raises(ValueError, match="no record"):
+        head_stats(r for r in [])
     bad = _record(np.full_like(att, np.nan))
     with pytest.raises(ValueError, match="NaN or infinite"):
         head_stats([bad])
