@@ -304,3 +304,23 @@ def test_head_chunks_give_the_same_table(monkeypatch, minilm_records):
     monkeypatch.setattr(stats_module, "_CHUNK_CELLS", 5 * minilm_records[0].n_tokens ** 2)
     chunked = head_stats(minilm_records[:3])
     pd.testing.assert_frame_equal(whole, chunked)
+
+
+def test_contexts_carry_the_parse_to_a_drop_keys_callable(minilm_records):
+    from attn_tools.patterns import build_contexts
+
+    recs = minilm_records[:3]
+    contexts = build_contexts(recs)  # real spaCy parses
+
+    def no_determiners(ctx):
+        return np.array([pos == "DET" for pos in ctx.token_pos], dtype=bool)
+
+    masks = {c.text: no_determiners(c) for c in contexts}
+    assert any(m.any() for m in masks.values())  # the story sentences have determiners
+    with_parse = head_stats(recs, drop_keys=no_determiners, contexts=contexts)
+    by_text = head_stats(recs, drop_keys=lambda ctx: masks[ctx.text])
+    cols = list(STAT_COLUMNS)
+    np.testing.assert_allclose(with_parse[cols], by_text[cols], rtol=1e-12)
+    assert not np.allclose(with_parse[cols], head_stats(recs)[cols])  # the parse mattered
+    with pytest.raises(ValueError, match="contexts ran out at record 2"):
+        head_stats(recs, drop_keys=no_determiners, contexts=contexts[:2])
