@@ -447,7 +447,6 @@ def write_stats(
     from attn_tools.report import file_slug, write_table
 
     out = Path(out)
-    bundle = load_model(model)
     texts = load_sentences(sentences, limit=limit, progress=progress)
     held_texts: list[str] = []
     if holdout is not None:  # checked before any work, so a bad set costs nothing
@@ -459,6 +458,7 @@ def write_stats(
                 f"{next(iter(overlap))[:50]!r}), so agreement would not test stability. Fix: pass "
                 "a disjoint --holdout set (the built-in 'heldout' set is disjoint from the others)."
             )
+    bundle = load_model(model)
     records = extract(bundle, texts, batch_size=batch_size, progress=progress)
     stats = head_stats(records, drop_keys=drop_keys, thresholds=thresholds)
     slug = file_slug(bundle.name)
