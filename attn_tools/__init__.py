@@ -40,6 +40,7 @@ _SUBMODULES = frozenset(
         "interventions",
         "syntax",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
+        "stats",
     }
 )  # fmt: skip
 

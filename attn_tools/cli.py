@@ -8,6 +8,7 @@ Commands:
     figures     the poster figures for one or more models
     automate    propose and check programs for chosen heads (filter automation)
     report      one self-contained report.html (grids, label counts, top heads, consistency)
+    stats       head statistics and head types per model (tables, figures, held-out agreement)
     demo        everything above on the offline defaults, into one output folder
 
 This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
@@ -331,6 +332,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from attn_tools.stats import HeadTypeThresholds, write_stats
+
+    thresholds = HeadTypeThresholds(args.positional, args.focused, args.broad)
+    for model in args.model or DEFAULT_MODELS:
+        paths = write_stats(
+            model, args.sentences, args.out, holdout=args.holdout, drop_keys=_drop(args),
+            thresholds=thresholds, limit=args.limit, batch_size=args.batch_size,
+            progress=not args.quiet, syntax=args.syntax, similarity=args.similarity,
+        )  # fmt: skip
+        print(f"{model}: wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -453,6 +468,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress bars (model loading included)"
     )
     sp.set_defaults(fn=cmd_automate)
+
+    sp = sub.add_parser("stats", help="head statistics and head types (tables and figures)")
+    common(sp)
+    drop_keys(sp)
+    sp.add_argument("--holdout", help="a disjoint sentence set: writes the type agreement table")
+    sp.add_argument("--limit", type=int, default=None, help="use at most N sentences per set")
+    sp.add_argument("--positional", type=float, default=0.5, help="positional type cut-off")
+    sp.add_argument("--focused", type=float, default=0.5, help="focused type cut-off")
+    sp.add_argument("--broad", type=float, default=0.7, help="broad type cut-off")
+    sp.add_argument(
+        "--syntax",
+        action="store_true",
+        help="also the Clark et al. (2019) syntax table: best head per dependency relation vs "
+        "the best fixed offset (spaCy parses)",
+    )
+    sp.add_argument(
+        "--similarity",
+        action="store_true",
+        help="also the head map: JS distance between heads, classical MDS, coloured by head type "
+        "(cost grows fast with sentence length; use --limit)",
+    )
+    sp.add_argument("--out", default="outputs/stats", help="folder for tables and figures")
+    sp.set_defaults(fn=cmd_stats)
 
     sp = sub.add_parser("demo", help="the README demo on the offline defaults")
     common(sp, models=False)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from attn_tools.interventions.ablation import ABLATION_COLUMNS, ablate_heads, mean_head_outputs
 from attn_tools.interventions.lens import LENS_COLUMNS, logit_lens, residual_stream
+from attn_tools.interventions.trace import GenerationStep, GenerationTrace, trace_generation
 
 __all__ = [
     "ABLATION_COLUMNS",
+    "GenerationStep",
+    "GenerationTrace",
     "LENS_COLUMNS",
     "ablate_heads",
     "logit_lens",
     "mean_head_outputs",
     "residual_stream",
+    "trace_generation",
 ]

@@ -12,8 +12,9 @@ metrics, `score_cmap`). Rows a pattern leaves empty (its self fallback) are grey
 (`draw_fallback_rows`); titles that hold a model name wrap to the figure (`fit_text`).
 
 Modules: `canvas` (figures, saving, token ticks, metric labels), `matrices`, `tables`, `grid`,
-`colors`, `syntax` (Clark-style syntax table and head map). Writing a whole set of figures and
-tables is `attn_tools.report.write_figures`.
+`colors`, `syntax` (Clark-style syntax table and head map), `stats` (head types, layer
+progression, generation traces). Writing a whole set of figures and tables is
+`attn_tools.report.write_figures`.
 
 Example:
     >>> recs = extract(load_model("minilm"), load_sentences("story")[:12])
@@ -57,6 +58,14 @@ from attn_tools.viz.matrices import (
     plot_patterns,
 )
 from attn_tools.viz.syntax import plot_head_embedding, plot_syntax_table
+from attn_tools.viz.stats import (
+    head_type_color,
+    plot_first_token_share,
+    plot_generation_attention,
+    plot_head_type_grid,
+    plot_layer_progression,
+    plot_norm_growth,
+)
 from attn_tools.viz.tables import (
     draw_bars,
     draw_diagonal_scatter,
@@ -92,6 +101,7 @@ __all__ = [
     "fit_text",
     "grid_shape",
     "head_grid",
+    "head_type_color",
     "head_labels",
     "matrix_side_inches",
     "metric_axis_label",
@@ -103,11 +113,16 @@ __all__ = [
     "plot_alignment",
     "plot_best_fit_grid",
     "plot_consistency",
+    "plot_first_token_share",
+    "plot_generation_attention",
     "plot_head",
     "plot_head_embedding",
+    "plot_head_type_grid",
     "plot_head_vs_pattern",
     "plot_layer",
+    "plot_layer_progression",
     "plot_linear_fit",
+    "plot_norm_growth",
     "plot_pattern_scores",
     "plot_patterns",
     "plot_syntax_table",
