@@ -57,7 +57,6 @@ from attn_tools.viz.matrices import (
     plot_layer,
     plot_patterns,
 )
-from attn_tools.viz.syntax import plot_head_embedding, plot_syntax_table
 from attn_tools.viz.stats import (
     head_type_color,
     plot_first_token_share,
@@ -66,6 +65,7 @@ from attn_tools.viz.stats import (
     plot_layer_progression,
     plot_norm_growth,
 )
+from attn_tools.viz.syntax import plot_head_embedding, plot_syntax_table
 from attn_tools.viz.tables import (
     draw_bars,
     draw_diagonal_scatter,
