@@ -77,3 +77,23 @@ def test_overlapping_holdout_and_bad_thresholds_are_refused(tmp_path):
     done = _run("--model", "minilm", "--sentences", str(a), "--broad", "1.5", "--out", str(out))
     assert done.returncode == 2
     assert "HeadTypeThresholds.broad is 1.5" in done.stderr and "Fix:" in done.stderr
+
+
+def test_stats_command_adds_the_syntax_table_and_head_map(tmp_path, minilm, capsys):
+    from attn_tools.data import load_sentences
+    from attn_tools.syntax import embed_heads, head_distances, syntax_table
+
+    out = tmp_path / "stats"
+    code = main(["stats", "--model", "minilm", "--sentences", "story", "--limit", "30",
+                 "--syntax", "--similarity", "--quiet", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    recs = extract(minilm, load_sentences("story", limit=30), progress=False)
+    written = pd.read_csv(out / "syntax_all-MiniLM-L6-v2.csv")
+    direct = syntax_table(recs)
+    assert list(written["relation"]) == list(direct["relation"])
+    np.testing.assert_allclose(written["accuracy"], direct["accuracy"], atol=1e-12)
+    np.testing.assert_allclose(written["baseline"], direct["baseline"], atol=1e-12)
+    emb = pd.read_csv(out / "head_map_all-MiniLM-L6-v2.csv")
+    np.testing.assert_allclose(emb["mds1"], embed_heads(head_distances(recs))["mds1"], atol=1e-9)
+    for name in ("syntax", "head_map"):
+        assert (out / f"{name}_all-MiniLM-L6-v2.png").stat().st_size > 10_000
