@@ -28,8 +28,8 @@
 # 4. `logit_lens` — every layer's residual read as a next-token guess;
 # 5. `top_neurons` — the MLP neurons that fire hardest, and on which tokens.
 #
-# To stay within a notebook's time on a laptop CPU, the SmolLM2 ablation matrix covers layers 0–2
-# (27 of its 270 heads) on three short sentences; MiniLM's full 6 × 12 matrix is computed.
+# To stay within a notebook's time on a laptop CPU, the SmolLM2 ablation matrix covers layers 0–1
+# (18 of its 270 heads) on three short sentences; MiniLM's full 6 × 12 matrix is computed.
 # `attn-tools ablate --model smollm2` writes the full SmolLM2 matrix.
 
 # %%
@@ -62,7 +62,7 @@ minilm_ablation = ablate_heads(minilm, sentences, "all", method="zero")
 viz.plot_ablation_matrix(minilm_ablation, title="MiniLM: zero ablation, every head")
 
 # %%
-subset = [(layer, head) for layer in range(3) for head in range(smollm2.n_heads)]
+subset = [(layer, head) for layer in range(2) for head in range(smollm2.n_heads)]
 smollm2_ablation = ablate_heads(smollm2, sentences, subset, method="zero")
 smollm2_ablation.sort_values("delta_loss", ascending=False).head(5)
 
@@ -70,11 +70,11 @@ smollm2_ablation.sort_values("delta_loss", ascending=False).head(5)
 # ## 2 · Attribution patching vs the exact effect
 #
 # One forward and one backward pass per sentence estimate all 270 heads; here they are compared
-# with the exact values of the 27 heads ablated above.
+# with the exact values of the 18 heads ablated above.
 
 # %%
 versus = compare_attribution(smollm2, sentences, exact=smollm2_ablation)
-viz.plot_attribution(versus, title="SmolLM2 layers 0–2: exact vs first-order estimate")
+viz.plot_attribution(versus, title="SmolLM2 layers 0–1: exact vs first-order estimate")
 
 # %% [markdown]
 # ## 3 · Do the previous-token heads *use* the previous token?
