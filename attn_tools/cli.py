@@ -9,6 +9,8 @@ Commands:
     automate    propose and check programs for chosen heads (filter automation)
     report      one self-contained report.html (grids, label counts, top heads, consistency)
     stats       head statistics and head types per model (tables, figures, held-out agreement)
+    ablate      the ΔLoss of ablating every head (table + layers × heads figure)
+    lens        the logit lens of one text (table + figure)
     demo        everything above on the offline defaults, into one output folder
 
 This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
@@ -349,6 +351,34 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from attn_tools.data import load_sentences
+    from attn_tools.interventions.outputs import write_ablation
+    from attn_tools.models import load_model
+
+    texts = load_sentences(args.sentences, limit=args.limit, progress=False)
+    table, paths = write_ablation(load_model(args.model), texts, args.out, method=args.method)
+    top = table.sort_values("delta_loss", ascending=False).head(args.top)
+    print(top.to_string(index=False))
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def cmd_lens(args: argparse.Namespace) -> int:
+    from attn_tools.interventions.outputs import write_lens
+    from attn_tools.models import load_model
+
+    table, paths = write_lens(load_model(args.model), args.text, args.out, layers=args.layers)
+    last = table[table.layer == table.layer.max()]
+    print(
+        last[["position", "token", "top_token", "prob", "rank_of_actual_next"]].to_string(
+            index=False
+        )
+    )
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="attn-tools", description="Which attention heads do what?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -491,6 +521,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--out", default="outputs/stats", help="folder for tables and figures")
     sp.set_defaults(fn=cmd_stats)
+    sp = sub.add_parser("ablate", help="ΔLoss of ablating each head (layers × heads)")
+    sp.add_argument("--model", default="smollm2", help="alias, HF id or folder")
+    sp.add_argument("--sentences", default="story", help="built-in set or file")
+    sp.add_argument("--limit", type=int, default=8, help="first N sentences")
+    sp.add_argument(
+        "--method",
+        choices=["zero", "mean"],
+        default="zero",
+        help="replace each head's output by zeros or by its mean over the sentences",
+    )
+    sp.add_argument("--top", type=int, default=10, help="heads printed (largest effect first)")
+    sp.add_argument("--out", default="outputs", help="folder for the table and figure")
+    sp.set_defaults(fn=cmd_ablate)
+
+    sp = sub.add_parser("lens", help="logit lens of one text (decoders)")
+    sp.add_argument("--model", default="smollm2", help="alias, HF id or folder")
+    sp.add_argument("--text", required=True, help="the text to read layer by layer")
+    sp.add_argument("--layers", type=int, default=None, help="plot only the last N layers")
+    sp.add_argument("--out", default="outputs", help="folder for the table and figure")
+    sp.set_defaults(fn=cmd_lens)
 
     sp = sub.add_parser("demo", help="the README demo on the offline defaults")
     common(sp, models=False)

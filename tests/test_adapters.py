@@ -120,6 +120,7 @@ def test_adapter_maps_every_part(tiny, family, tok, kind, L, H, KV, D, M):
     handles = [
         adapter.out_proj(L - 1).register_forward_pre_hook(grab("o")),
         adapter.mlp_point(0).register_forward_pre_hook(grab("mlp")),
+        adapter.hook_values(L - 1, lambda v: seen.__setitem__("v", tuple(v.shape))),
     ]
     ids = bundle.tokenizer("The small dog ran home.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -129,6 +130,8 @@ def test_adapter_maps_every_part(tiny, family, tok, kind, L, H, KV, D, M):
     n = ids.shape[1]
     assert seen["o"] == (1, n, H * D)
     assert seen["mlp"] == (1, n, M)
+    assert seen["v"] == (1, n, KV, D)  # value vectors per kv head, before GQA repetition
+    assert [adapter.kv_head(h) for h in range(H)] == [h // (H // KV) for h in range(H)]
     assert adapter.attention(0) in list(adapter.layer(0).modules())
     assert adapter.head_slice(H - 1) == slice((H - 1) * D, H * D)
     if kind == "causal":
@@ -158,6 +161,7 @@ def test_generic_fallback_finds_the_same_modules(tiny, family):
     for i in range(listed.n_layers):
         assert generic.out_proj(i) is listed.out_proj(i)
         assert generic.mlp_point(i) is listed.mlp_point(i)
+        assert generic.value_proj(i) is listed.value_proj(i)
         assert generic.layer(i) is listed.layer(i)
     assert generic.final_norm is listed.final_norm
 

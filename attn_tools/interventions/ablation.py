@@ -109,16 +109,21 @@ def mean_head_outputs(bundle: ModelBundle, sentences: Sequence[str]) -> torch.Te
     return total / count
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half precision is widened; a float64 model keeps its precision (parity tests run there)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _per_token_effect(
     adapter: ModelAdapter, ids: torch.Tensor, clean: torch.Tensor | None
 ) -> torch.Tensor:
     """One forward of a ``[B, n]`` batch → per-token CE ``[B, n-1]`` or final hidden ``[B, n, d]``."""
     out = adapter.model(input_ids=ids, use_cache=False)
     if adapter.kind == "causal":
-        logits = out.logits[:, :-1].float()
+        logits = _at_least_float32(out.logits[:, :-1])
         target = ids[:, 1:]
         return F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-    hidden = out.last_hidden_state.float()
+    hidden = _at_least_float32(out.last_hidden_state)
     if clean is None:
         return hidden
     return 1.0 - F.cosine_similarity(hidden, clean.expand_as(hidden), dim=-1)

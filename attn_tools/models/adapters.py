@@ -55,6 +55,10 @@ class _FamilyPaths:
     final_norm: str | None
     kind: ModelKind
     bos: BosConvention
+    #: the module whose output holds the value vectors; ``value_packed`` when it packs q, k, v
+    #: on the last axis with V last (GPT-2's ``c_attn``, Phi-3's ``qkv_proj``)
+    value: str = ""
+    value_packed: bool = False
 
 
 _LLAMA_LIKE = _FamilyPaths(
@@ -65,6 +69,7 @@ _LLAMA_LIKE = _FamilyPaths(
     final_norm="norm",
     kind="causal",
     bos="prepend",
+    value="self_attn.v_proj",
 )
 
 #: model_type → where its parts live. One entry per family; Qwen2 and Gemma 3 share Llama's names.
@@ -77,6 +82,7 @@ _FAMILIES: dict[str, _FamilyPaths] = {
         final_norm=None,  # post-LN: every block already ends with its own LayerNorm
         kind="encoder",
         bos="cls",
+        value="attention.self.value",
     ),
     "gpt2": _FamilyPaths(
         layers="h",
@@ -86,6 +92,8 @@ _FAMILIES: dict[str, _FamilyPaths] = {
         final_norm="ln_f",
         kind="causal",
         bos="prepend",
+        value="attn.c_attn",
+        value_packed=True,
     ),
     "gpt_neo": _FamilyPaths(
         layers="h",
@@ -95,6 +103,7 @@ _FAMILIES: dict[str, _FamilyPaths] = {
         final_norm="ln_f",
         kind="causal",
         bos="prepend",
+        value="attn.attention.v_proj",
     ),
     "llama": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
@@ -166,6 +175,20 @@ class ModelAdapter:
         """The attention output projection of block ``i`` (input ``[B, n, n_heads*head_dim]``)."""
         return _get(self.layer(i), self._paths.out_proj, self.family)
 
+    def value_proj(self, i: int) -> nn.Module:
+        """The module of block ``i`` whose output holds the value vectors (see `hook_values`)."""
+        if not self._paths.value:
+            raise AdapterError(
+                f"the {self.family} adapter does not know where block {i}'s value vectors are. "
+                "Fix: set `value` in its attn_tools/models/adapters.py `_FAMILIES` entry."
+            )
+        return _get(self.layer(i), self._paths.value, self.family)
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query ``head`` reads (grouped-query attention shares them)."""
+        self.head_slice(head)  # range check
+        return head // (self.n_heads // self.n_kv_heads)
+
     def mlp_point(self, i: int) -> nn.Module:
         """The MLP output projection of block ``i``; its input is the hidden MLP activation."""
         return _get(self.layer(i), self._paths.mlp_point, self.family)
@@ -235,6 +258,31 @@ class ModelAdapter:
 
         return module.register_forward_pre_hook(pre_hook)
 
+    def hook_values(
+        self, layer: int, read: Callable[[torch.Tensor], None]
+    ) -> torch.utils.hooks.RemovableHandle:
+        """Register a forward hook that hands block ``layer``'s value vectors to ``read``.
+
+        ``read`` receives ``[B, n, n_kv_heads, head_dim]`` (before any head repetition: query
+        head ``h`` reads kv head ``kv_head(h)``). The attention output of query head ``h``
+        is ``P_h @ V[:, :, kv_head(h)]``, which is what attention replacement recomputes.
+        """
+        module = self.value_proj(layer)
+        packed = self._paths.value_packed
+        kv, d = self.n_kv_heads, self.head_dim
+
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if out.shape[-1] != kv * d and not (packed and out.shape[-1] > kv * d):
+                raise AdapterError(
+                    f"{self.family} block {layer}: the value output is {out.shape[-1]} wide, "
+                    f"expected {kv} kv heads × {d}. Fix: correct `value` in `_FAMILIES`."
+                )
+            values = out[..., out.shape[-1] - kv * d :]
+            read(values.reshape(*values.shape[:-1], kv, d))
+
+        return module.register_forward_hook(hook)
+
     def __repr__(self) -> str:
         return (
             f"ModelAdapter(family={self.family!r}, kind={self.kind!r}, layers={self.n_layers}, "
@@ -263,6 +311,9 @@ def _sizes(config: Any, model_type: str) -> tuple[int, int, int, int, int]:
 _ATTN_NAMES = ("self_attn", "attention", "attn", "self_attention")
 _OUT_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "wo", "proj")
 _MLP_OUT_NAMES = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "dense")
+_VALUE_NAMES = ("v_proj", "value", "v", "wv", "v_lin")
+# packed q, k, v with V last (GPT-NeoX's query_key_value interleaves per head: not listed)
+_PACKED_NAMES = ("c_attn", "qkv_proj", "Wqkv")
 _NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "final_norm")
 
 
@@ -277,7 +328,7 @@ def _features(module: nn.Module) -> tuple[int, int] | None:
 
 
 def _discover(
-    model: nn.Module, n_layers: int, width: int, d_model: int, model_type: str
+    model: nn.Module, n_layers: int, width: int, d_model: int, model_type: str, kv_width: int
 ) -> _FamilyPaths:
     """Find the parts by their usual names: the generic fallback for unlisted families."""
     base = model.base_model
@@ -321,6 +372,19 @@ def _discover(
         ),
         None,
     )
+    value, packed = "", False
+    if attention is not None:
+        for p in names:
+            if not p.startswith(attention + "."):
+                continue
+            feats = _features(names[p]) or (0, 0)
+            leaf = p.split(".")[-1]
+            if leaf in _VALUE_NAMES and feats[1] == kv_width:
+                value, packed = p, False
+                break
+            if leaf in _PACKED_NAMES and feats[1] == width + 2 * kv_width:
+                value, packed = p, True
+                break
     if attention is None or out_proj is None or mlp is None:
         raise AdapterError(
             f"the {model_type!r} block could not be mapped (attention={attention!r}, "
@@ -339,6 +403,8 @@ def _discover(
         final_norm=norm,
         kind="causal" if causal else "encoder",
         bos="prepend" if causal else "cls",
+        value=value,  # "" when not found: only attention replacement needs it, and says so
+        value_packed=packed,
     )
 
 
@@ -369,7 +435,7 @@ def get_adapter(model: Any, *, generic: bool = False) -> ModelAdapter:
     paths = None if generic else _FAMILIES.get(model_type)
     family = model_type if paths is not None else "generic"
     if paths is None:
-        paths = _discover(model, n_layers, n_heads * head_dim, d_model, model_type)
+        paths = _discover(model, n_layers, n_heads * head_dim, d_model, model_type, n_kv * head_dim)
     if kind_hint is not None and kind_hint != paths.kind:
         paths = _FamilyPaths(**{**paths.__dict__, "kind": kind_hint})
     layers = _get(model.base_model, paths.layers, model_type)

@@ -13,8 +13,8 @@ metrics, `score_cmap`). Rows a pattern leaves empty (its self fallback) are grey
 
 Modules: `canvas` (figures, saving, token ticks, metric labels), `matrices`, `tables`, `grid`,
 `colors`, `syntax` (Clark-style syntax table and head map), `stats` (head types, layer
-progression, generation traces). Writing a whole set of figures and tables is
-`attn_tools.report.write_figures`.
+progression, generation traces), `causal` (ablation, attribution, explains_head, logit
+lens). Writing a whole set of figures and tables is `attn_tools.report.write_figures`.
 
 Example:
     >>> recs = extract(load_model("minilm"), load_sentences("story")[:12])
@@ -48,6 +48,12 @@ from attn_tools.viz.canvas import (
     set_token_ticks,
     thin_ticks,
 )
+from attn_tools.viz.causal import (
+    plot_ablation_matrix,
+    plot_attribution,
+    plot_explains,
+    plot_logit_lens,
+)
 from attn_tools.viz.colors import NONE_COLOR, NONE_LABEL, pattern_color, pattern_table
 from attn_tools.viz.grid import MAX_TIED_COLORS, best_fit_title, head_labels, plot_best_fit_grid
 from attn_tools.viz.matrices import (
@@ -80,6 +86,10 @@ from attn_tools.viz.tables import (
 )
 
 __all__ = [
+    "plot_ablation_matrix",
+    "plot_attribution",
+    "plot_explains",
+    "plot_logit_lens",
     "ATTENTION_CMAP",
     "FALLBACK_LABEL",
     "FORMATS",
