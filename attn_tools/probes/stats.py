@@ -18,6 +18,7 @@ intervals are percentile bootstraps over texts (pairs), also vectorised over hea
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -335,15 +336,25 @@ def heads_table(
     full = _run(design, x, y, n_bootstrap=n_bootstrap, **kw)
     q = bh_qvalues(full.p_value)
 
-    a, b = split_halves(x.shape[0], seed=seed, strata=y)
-    disc = _run(design, x[a], None if y is None else y[a], n_bootstrap=0, **kw)
-    held = _run(design, x[b], None if y is None else y[b], n_bootstrap=0, **kw)
-    selected = bh_qvalues(disc.p_value) < alpha
     replicated = np.zeros(x.shape[1], dtype=bool)
-    if selected.any():
-        q_held = bh_qvalues(held.p_value[selected])
-        same_sign = np.sign(held.effect[selected]) == np.sign(disc.effect[selected])
-        replicated[selected] = (q_held < alpha) & same_sign
+    a, b = split_halves(x.shape[0], seed=seed, strata=y)
+    halves_ok = min(len(a), len(b)) >= 3 and (y is None or (np.ptp(y[a]) > 0 and np.ptp(y[b]) > 0))
+    if halves_ok:
+        disc = _run(design, x[a], None if y is None else y[a], n_bootstrap=0, **kw)
+        held = _run(design, x[b], None if y is None else y[b], n_bootstrap=0, **kw)
+        eff_a, eff_b = disc.effect, held.effect
+        selected = bh_qvalues(disc.p_value) < alpha
+        if selected.any():
+            q_held = bh_qvalues(held.p_value[selected])
+            same_sign = np.sign(held.effect[selected]) == np.sign(disc.effect[selected])
+            replicated[selected] = (q_held < alpha) & same_sign
+    else:  # too few texts to split: nothing can replicate, and the table says so with NaN
+        warnings.warn(
+            f"{x.shape[0]} rows are too few for a held-out split (each half needs 3, and both "
+            "label values for a correlation): replicated is False for every head.",
+            stacklevel=2,
+        )
+        eff_a = eff_b = np.full(x.shape[1], np.nan)
 
     layer, head = np.divmod(np.arange(x.shape[1]), n_heads)
     table = pd.DataFrame(
@@ -358,8 +369,8 @@ def heads_table(
             "q_value": q,
             "n": full.n,
             "replicated": replicated,
-            "effect_discovery": disc.effect,
-            "effect_heldout": held.effect,
+            "effect_discovery": eff_a,
+            "effect_heldout": eff_b,
             "probe": probe,
             "statistic": statistic,
             "n_permutations": int(n_permutations),
