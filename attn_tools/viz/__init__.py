@@ -55,6 +55,7 @@ from attn_tools.viz.matrices import (
     plot_layer,
     plot_patterns,
 )
+from attn_tools.viz.probes import plot_probe_map, plot_probe_summary, plot_volcano
 from attn_tools.viz.tables import (
     draw_bars,
     draw_diagonal_scatter,
@@ -107,7 +108,10 @@ __all__ = [
     "plot_linear_fit",
     "plot_pattern_scores",
     "plot_patterns",
+    "plot_probe_map",
+    "plot_probe_summary",
     "plot_top_heads",
+    "plot_volcano",
     "resolve_scale",
     "save_figure",
     "score_cmap",
