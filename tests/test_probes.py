@@ -88,6 +88,28 @@ def test_keyword_mass_is_word_piece_aware_and_matches_a_plain_loop(minilm):
     assert feat.shape == (6, 12)
     assert feat[layer, head] == pytest.approx(by_hand, rel=1e-6)
     assert (feat >= 0).all() and (feat <= 1 + 1e-6).all()
+    # surplus = mass minus the uniform share: len(keyword tokens) / n for an encoder row
+    surplus = marked_mass(rec, mask, feature="surplus")
+    np.testing.assert_allclose(surplus, feat - mask.sum() / rec.n_tokens, atol=1e-9)
+    with pytest.raises(ValueError, match="'mass' or 'surplus'"):
+        marked_mass(rec, mask, feature="share")
+
+
+def test_surplus_removes_the_token_count_confound_of_the_builtin_set(minilm_sentiment):
+    # the negative sentences hold more keyword tokens than the positive ones, so raw mass favours
+    # them in almost every head; the surplus (mass above uniform attention) does not
+    texts, labels, records, mass = minilm_sentiment
+    tokens = np.array(
+        [token_mask(r, word_spans(r.text, SENTIMENT_KEYWORDS)).sum() for r in records]
+    )
+    assert tokens[labels == 0].mean() > tokens[labels == 1].mean() + 0.3
+    r_mass = correlation_test(mass, labels, n_permutations=1, n_bootstrap=0).effect
+    feats, _ = sentiment_features(records, SENTIMENT_KEYWORDS, feature="surplus")
+    r_surplus = correlation_test(
+        feats.reshape(len(texts), -1), labels, n_permutations=1, n_bootstrap=0
+    ).effect
+    assert (r_mass < 0).mean() > 0.8
+    assert np.median(r_surplus) > np.median(r_mass) + 0.05
 
 
 def test_causal_feature_uses_rows_that_can_see_the_word(smollm2):
@@ -111,7 +133,7 @@ def minilm_sentiment(minilm):
     texts = [texts[i] for i in pick]
     labels = np.array([labels[i] for i in pick], dtype=float)
     records = extract(minilm, texts, progress=False)
-    feats, used = sentiment_features(records, SENTIMENT_KEYWORDS)
+    feats, used = sentiment_features(records, SENTIMENT_KEYWORDS, feature="mass")
     return texts, labels, records, feats.reshape(len(used), -1)
 
 
@@ -167,7 +189,9 @@ def test_paired_null_random_swaps_keep_false_discoveries_at_five_percent(minilm_
 
 def test_sentiment_heads_table_on_records_and_planted_head(minilm_sentiment):
     texts, labels, records, feats = minilm_sentiment
-    table = sentiment_heads(records, texts, labels, n_permutations=200, n_bootstrap=200, seed=1)
+    table = sentiment_heads(
+        records, texts, labels, feature="mass", n_permutations=200, n_bootstrap=200, seed=1
+    )
     assert tuple(table.columns) == PROBE_COLUMNS
     assert len(table) == 72 and set(table.probe) == {"sentiment"}
     assert (table.n == len(texts)).all()
@@ -185,7 +209,7 @@ def test_bias_and_instruction_heads_end_to_end(minilm):
     pairs = load_bias_pairs()[:12]
     table = bias_heads(minilm, pairs, n_permutations=100, n_bootstrap=50)
     assert tuple(table.columns) == PROBE_COLUMNS and table.n.iloc[0] == 12
-    assert table.statistic.iloc[0] == "mean_diff_attention_his_minus_her"
+    assert table.statistic.iloc[0] == "mean_diff_surplus_his_minus_her"
     # swapping the members of every pair flips every effect exactly
     flipped = bias_heads(
         minilm, [(b, a) for a, b in pairs], targets=("her", "his"), n_permutations=100,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from attn_tools.probes.features import marked_mass, records_for, token_mask, word_spans
+from attn_tools.probes.features import Feature, marked_mass, records_for, token_mask, word_spans
 from attn_tools.probes.stats import heads_table
 
 __all__ = ["bias_heads", "check_pairs", "paired_features"]
@@ -50,6 +50,7 @@ def paired_features(
     spans_a: Sequence[Sequence[tuple[int, int]]],
     spans_b: Sequence[Sequence[tuple[int, int]]],
     *,
+    feature: Feature = "surplus",
     cache: bool | str = True,
 ) -> tuple[np.ndarray, object]:
     """``[n_pairs, L, H]`` differences of marked-token mass (a − b), and the first record.
@@ -68,7 +69,7 @@ def paired_features(
                     f"pair {i}: the {side} text {rec.text!r} has no token for its marked word. "
                     "Fix: check that the target word occurs in it (whole word, any case)."
                 )
-        diffs.append(marked_mass(ra, ma) - marked_mass(rb, mb))
+        diffs.append(marked_mass(ra, ma, feature=feature) - marked_mass(rb, mb, feature=feature))
     return np.stack(diffs), records[0]
 
 
@@ -77,6 +78,7 @@ def bias_heads(
     pairs: Sequence[tuple[str, str]],
     *,
     targets: tuple[str, str] = ("his", "her"),
+    feature: Feature = "surplus",
     n_permutations: int = 1000,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -90,6 +92,8 @@ def bias_heads(
             [b for a, b in pairs]`` in that order.
         pairs: ``(sentence with targets[0], same sentence with targets[1])``.
         targets: the two words compared (whole words, case-insensitive).
+        feature: ``"surplus"`` (mass above uniform attention, default) or ``"mass"``; they
+            differ only where the two targets are different numbers of tokens.
         n_permutations, n_bootstrap, seed, alpha: see `attn_tools.probes.stats.heads_table`.
 
     Returns:
@@ -112,7 +116,7 @@ def bias_heads(
         n_layers=rec.n_layers,
         n_heads=rec.n_heads,
         probe="bias",
-        statistic=f"mean_diff_attention_{targets[0]}_minus_{targets[1]}",
+        statistic=f"mean_diff_{feature}_{targets[0]}_minus_{targets[1]}",
         n_permutations=n_permutations,
         n_bootstrap=n_bootstrap,
         seed=seed,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -23,11 +24,15 @@ from attn_tools.extract import SentenceAttention
 
 __all__ = [
     "WORD_RE",
+    "Feature",
     "bracket_spans",
     "marked_mass",
     "token_mask",
     "word_spans",
 ]
+
+#: the per-text head feature: raw attention mass, or mass above uniform attention
+Feature = Literal["mass", "surplus"]
 
 #: a word: letters/digits with inner apostrophes or hyphens ("don't", "well-made")
 WORD_RE = re.compile(r"\w+(?:['’-]\w+)*")
@@ -72,15 +77,21 @@ def token_mask(record: SentenceAttention, spans: Sequence[tuple[int, int]]) -> n
     return mask
 
 
-def marked_mass(record: SentenceAttention, keys: np.ndarray) -> np.ndarray:
+def marked_mass(
+    record: SentenceAttention, keys: np.ndarray, *, feature: Feature = "mass"
+) -> np.ndarray:
     """``[L, H]``: mean over query rows of the attention mass on the ``keys`` tokens.
 
     Args:
         record: one sentence's attention.
         keys: bool ``[n]`` from `token_mask`; at least one True.
+        feature: ``"mass"``, the raw mass in [0, 1]; or ``"surplus"``, the mass minus what
+            uniform attention over the row's visible keys would give (``#marked visible /
+            #visible``), in [-1, 1]. The surplus removes the share that more or longer marked
+            words get for free (a word cut into three pieces collects three uniform shares).
 
     Returns:
-        float64 ``[L, H]`` in [0, 1] (see the module docstring for which query rows count).
+        float64 ``[L, H]`` (see the module docstring for which query rows count).
     """
     if not keys.any():
         raise ValueError(
@@ -90,7 +101,17 @@ def marked_mass(record: SentenceAttention, keys: np.ndarray) -> np.ndarray:
     if record.kind == "causal":
         rows &= np.arange(record.n_tokens) >= int(np.flatnonzero(keys)[0])
     att = record.attention[:, :, rows][:, :, :, keys]  # [L, H, q, k]
-    return att.sum(-1, dtype=np.float64).mean(-1)
+    mass = att.sum(-1, dtype=np.float64)  # [L, H, q]
+    if feature == "surplus":
+        n = record.n_tokens
+        visible = np.ones((n, n), dtype=bool)
+        if record.kind == "causal":
+            visible = np.tril(visible)
+        vis = visible[rows]  # [q, n]
+        mass = mass - (vis & keys).sum(1) / vis.sum(1)
+    elif feature != "mass":
+        raise ValueError(f"feature must be 'mass' or 'surplus', got {feature!r}.")
+    return mass.mean(-1)
 
 
 def records_for(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from attn_tools.probes.bias import check_pairs, paired_features
-from attn_tools.probes.features import bracket_spans, word_spans
+from attn_tools.probes.features import Feature, bracket_spans, word_spans
 from attn_tools.probes.stats import heads_table
 
 __all__ = ["instruction_heads"]
@@ -49,6 +49,7 @@ def instruction_heads(
     prose: Sequence[str],
     *,
     markers: Iterable[str] | None = None,
+    feature: Feature = "surplus",
     n_permutations: int = 1000,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -62,6 +63,7 @@ def instruction_heads(
             followed by the prose texts.
         instructions, prose: matched texts, one prose text per instruction.
         markers: words to measure; None → the ``[bracketed]`` word of each text.
+        feature: ``"surplus"`` (mass above uniform attention, default) or ``"mass"``.
         n_permutations, n_bootstrap, seed, alpha: see `attn_tools.probes.stats.heads_table`.
 
     Returns:
@@ -84,7 +86,7 @@ def instruction_heads(
         n_layers=rec.n_layers,
         n_heads=rec.n_heads,
         probe="instruction",
-        statistic="mean_diff_attention_directive_minus_prose",
+        statistic=f"mean_diff_{feature}_directive_minus_prose",
         n_permutations=n_permutations,
         n_bootstrap=n_bootstrap,
         seed=seed,

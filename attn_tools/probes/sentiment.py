@@ -1,7 +1,8 @@
 """Sentiment heads: does a head's attention to sentiment words follow the text's label?
 
 Feature (per text, per head): the mean over query rows of the attention mass on **keyword
-tokens** — the word pieces of every word in ``keywords`` (case-insensitive; positive and negative
+tokens**, minus what uniform attention would put there (``feature="surplus"``, the default;
+``"mass"`` keeps the raw mass) — the word pieces of every word in ``keywords`` (case-insensitive; positive and negative
 words together), as defined in `attn_tools.probes.features`. Effect: Pearson r between that
 feature and the numeric label over texts (point-biserial r for 0 = negative / 1 = positive), so
 r > 0 means the head attends more to sentiment words in positive texts. Texts that hold no
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from attn_tools.probes.features import marked_mass, records_for, token_mask, word_spans
+from attn_tools.probes.features import Feature, marked_mass, records_for, token_mask, word_spans
 from attn_tools.probes.stats import heads_table
 
 __all__ = ["NEGATIVE_WORDS", "POSITIVE_WORDS", "SENTIMENT_KEYWORDS", "sentiment_heads"]
@@ -54,14 +55,16 @@ NEGATIVE_WORDS = frozenset(_NEGATIVE.split())
 SENTIMENT_KEYWORDS = POSITIVE_WORDS | NEGATIVE_WORDS
 
 
-def sentiment_features(records: Sequence, keywords: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+def sentiment_features(
+    records: Sequence, keywords: Iterable[str], *, feature: Feature = "surplus"
+) -> tuple[np.ndarray, np.ndarray]:
     """``([n_used, L, H] features, [n_used] indices of the texts used)``."""
     words = frozenset(keywords)
     feats, used = [], []
     for i, rec in enumerate(records):
         mask = token_mask(rec, word_spans(rec.text, words))
         if mask.any():
-            feats.append(marked_mass(rec, mask))
+            feats.append(marked_mass(rec, mask, feature=feature))
             used.append(i)
     if not feats:
         raise ValueError(
@@ -77,6 +80,7 @@ def sentiment_heads(
     labels: Sequence[float],
     *,
     keywords: Iterable[str] | None = None,
+    feature: Feature = "surplus",
     n_permutations: int = 1000,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -90,6 +94,9 @@ def sentiment_heads(
             `SentenceAttention` records of ``texts``.
         texts: the texts; ``labels``: one number per text (1 positive, 0 negative).
         keywords: sentiment words; default `SENTIMENT_KEYWORDS`.
+        feature: ``"surplus"`` (default): keyword mass above uniform attention, so a class
+            whose keywords are more or longer tokens does not win by token count alone;
+            ``"mass"``: the raw mass (see `attn_tools.probes.features.marked_mass`).
         n_permutations, n_bootstrap, seed, alpha: see `attn_tools.probes.stats.heads_table`.
         cache: passed to `extract`.
 
@@ -105,7 +112,9 @@ def sentiment_heads(
     if len(texts) != len(y):
         raise ValueError(f"{len(texts)} texts but {len(y)} labels. Fix: give one label per text.")
     records = records_for(bundle_or_records, texts, cache=cache)
-    feats, used = sentiment_features(records, SENTIMENT_KEYWORDS if keywords is None else keywords)
+    feats, used = sentiment_features(
+        records, SENTIMENT_KEYWORDS if keywords is None else keywords, feature=feature
+    )
     if len(used) < len(texts):
         warnings.warn(
             f"{len(texts) - len(used)} of {len(texts)} texts hold no keyword and were left out "
@@ -120,7 +129,7 @@ def sentiment_heads(
         n_layers=rec.n_layers,
         n_heads=rec.n_heads,
         probe="sentiment",
-        statistic="pearson_r_keyword_attention_vs_label",
+        statistic=f"pearson_r_keyword_{feature}_vs_label",
         n_permutations=n_permutations,
         n_bootstrap=n_bootstrap,
         seed=seed,
