@@ -121,6 +121,10 @@ def test_causal_feature_uses_rows_that_can_see_the_word(smollm2):
     feat = marked_mass(rec, mask)
     by_hand = rec.attention[:, :, first:, first].mean(-1)  # BOS is row 0, before the word
     np.testing.assert_allclose(feat, by_hand, rtol=1e-6)
+    # the uniform share of row q over its q + 1 visible keys is 1 / (q + 1)
+    uniform = np.mean([1.0 / (q + 1) for q in range(first, rec.n_tokens)])
+    surplus = marked_mass(rec, mask, feature="surplus")
+    np.testing.assert_allclose(surplus, by_hand - uniform, atol=1e-6)  # by_hand is float32
 
 
 # ----------------------------------------------------------------------------- null tests
