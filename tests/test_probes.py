@@ -343,6 +343,9 @@ def test_mediation_rows_match_single_head_patches_and_nothing_gives_zero(tiny_ll
         ]
     )
     assert table.total_effect.iloc[0] == pytest.approx(te, abs=1e-6)
+    # the prefix key/value cache path (default) equals rerunning whole prompts
+    full = mediation_heads(tiny_llama, PROMPTS, n_bootstrap=0, reuse_prefix=False)
+    np.testing.assert_allclose(full.indirect_effect, table.indirect_effect, atol=1e-6)
     # patching a prompt from itself changes nothing
     same = mediation_heads(tiny_llama, [(b, b) for b, _ in PROMPTS], n_bootstrap=0)
     assert np.abs(same.indirect_effect).max() < 1e-6

@@ -20,7 +20,9 @@ head r), so a prompt costs ``⌈L·H / batch⌉ + 2`` forwards.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,8 +96,13 @@ def _patched_runs(
     donor: tuple[torch.Tensor, ...],
     variants: Sequence[HeadSet],
     target: tuple[int, int],
+    prefix: Any = None,
 ) -> np.ndarray:
-    """``y`` for each variant: batch row r runs ``ids`` with the heads of ``variants[r]`` patched."""
+    """``y`` for each variant: batch row r runs ``ids`` with the heads of ``variants[r]`` patched.
+
+    ``prefix`` (from `_prefix_cache`) holds the keys and values of every position but the last;
+    the patch touches only the last position, so with it each variant runs one token.
+    """
     by_layer: dict[int, tuple[list[int], list[int]]] = {}
     for row, heads in enumerate(variants):
         for layer, head in heads:
@@ -119,16 +126,48 @@ def _patched_runs(
         for layer, (rows, heads) in by_layer.items()
     ]
     try:
-        batch = ids.expand(len(variants), -1)
-        try:  # only the last position's logits are read: skip the vocabulary product elsewhere
-            out = adapter.model(input_ids=batch, use_cache=False, logits_to_keep=1)
-        except TypeError:  # a family whose forward has no logits_to_keep
-            out = adapter.model(input_ids=batch, use_cache=False)
-        logits = out.logits[:, -1].double()
+        logits = _last_logits(adapter, ids, len(variants), prefix)
     finally:
         for h in handles:
             h.remove()
     return (logits[:, target[1]] - logits[:, target[0]]).cpu().numpy()
+
+
+def _prefix_cache(adapter: ModelAdapter, ids: torch.Tensor) -> Any:
+    """The key/value cache of ``ids[:, :-1]``, or None where the model cannot give one."""
+    if ids.shape[1] < 2:
+        return None
+    try:
+        with torch.no_grad():
+            out = adapter.model(input_ids=ids[:, :-1], use_cache=True)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    except (TypeError, ValueError):
+        return None
+    return cache if hasattr(cache, "batch_repeat_interleave") else None
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward's name for a key/value cache: ``cache`` (transformers ≥ 5.2x) or the old one."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _last_logits(adapter: ModelAdapter, ids: torch.Tensor, rows: int, prefix: Any) -> torch.Tensor:
+    """Last-position logits ``[rows, vocab]`` of ``ids`` repeated ``rows`` times (hooks apply)."""
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)  # the forward appends to it: keep the original clean
+        cache.batch_repeat_interleave(rows)
+        kw = {_cache_argument(adapter.model): cache}
+        out = adapter.model(input_ids=ids[:, -1:].expand(rows, 1), use_cache=True, **kw)
+        return out.logits[:, -1].double()
+    batch = ids.expand(rows, -1)
+    try:  # only the last position's logits are read: skip the vocabulary product elsewhere
+        out = adapter.model(input_ids=batch, use_cache=False, logits_to_keep=1)
+    except TypeError:  # a family whose forward has no logits_to_keep
+        out = adapter.model(input_ids=batch, use_cache=False)
+    return out.logits[:, -1].double()
 
 
 def _check_decoder(bundle: object) -> ModelAdapter:
@@ -170,6 +209,7 @@ def mediation_heads(
     n_bootstrap: int = 1000,
     seed: int = 0,
     batch_size: int = 64,
+    reuse_prefix: bool = True,
 ) -> pd.DataFrame:
     """Indirect effect of every head on the ``targets[1] − targets[0]`` logit difference.
 
@@ -180,6 +220,9 @@ def mediation_heads(
         n_bootstrap: resamples of the prompts for the percentile interval of the mean.
         seed: bootstrap seed.
         batch_size: patched variants per forward pass.
+        reuse_prefix: run the base prompt's prefix once and each patched variant on the last
+            token only, with the prefix's key/value cache (the patch cannot change earlier
+            positions in a decoder); False reruns the whole prompt per variant.
 
     Returns:
         `MEDIATION_COLUMNS`, one row per head: ``indirect_effect`` (mean over prompts, logits),
@@ -200,10 +243,11 @@ def mediation_heads(
         y_base = _patched_runs(adapter, base_ids, donor, [[]], target)[0]
         y_cf = _patched_runs(adapter, cf_ids, donor, [[]], target)[0]
         total[i] = y_cf - y_base
+        prefix = _prefix_cache(adapter, base_ids) if reuse_prefix else None
         for start in range(0, len(heads), batch_size):
             chunk = [[hd] for hd in heads[start : start + batch_size]]
             indirect[i, start : start + len(chunk)] = (
-                _patched_runs(adapter, base_ids, donor, chunk, target) - y_base
+                _patched_runs(adapter, base_ids, donor, chunk, target, prefix) - y_base
             )
     mean = indirect.mean(0)
     lo = hi = np.full(len(heads), np.nan)
