@@ -14,8 +14,9 @@ last position
   intervention and average over prompts).
 
 Patching the last position only lets the two prompts differ in length (the occupation may be
-several tokens). Every head of a prompt is patched in one batched forward pass (row r patches
-head r), so a prompt costs ``⌈L·H / batch⌉ + 2`` forwards.
+several tokens), and it cannot change any earlier position of a decoder: the base prompt's prefix
+runs once, and every patched variant runs only the last token on that prefix's key/value cache,
+``batch_size`` variants (row r patches head r) per forward pass.
 """
 
 from __future__ import annotations
