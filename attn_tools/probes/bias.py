@@ -21,11 +21,15 @@ from attn_tools.probes.stats import heads_table
 __all__ = ["bias_heads", "check_pairs", "paired_features"]
 
 
-def check_pairs(pairs: object, name: str = "pairs") -> list[tuple[str, str]]:
-    """``pairs`` as a list of 2-tuples of non-empty strings, or a ValueError naming the bad one."""
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or len(pairs) < 3:
+def check_pairs(pairs: object, name: str = "pairs", minimum: int = 3) -> list[tuple[str, str]]:
+    """``pairs`` as a list of 2-tuples of non-empty strings, or a ValueError naming the bad one.
+
+    ``minimum`` pairs are required (3 for a test statistic).
+    """
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or len(pairs) < minimum:
         raise ValueError(
-            f"{name} must be a list of at least 3 (text_a, text_b) pairs, got {pairs!r:.80}. "
+            f"{name} must be a list of at least {minimum} (text_a, text_b) pairs, got "
+            f"{pairs!r:.80}. "
             "Fix: pass e.g. load_bias_pairs()."
         )
     out = []

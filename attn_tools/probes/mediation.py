@@ -233,7 +233,7 @@ def mediation_heads(
         >>> mediation_heads(load_model("smollm2"), load_bias_prompts()[:20])
     """
     adapter = _check_decoder(bundle)
-    pairs = check_pairs(pairs, "pairs")
+    pairs = check_pairs(pairs, "pairs", minimum=1)
     target = _target_ids(bundle, targets)
     heads = [(la, h) for la in range(adapter.n_layers) for h in range(adapter.n_heads)]
     indirect = np.zeros((len(pairs), len(heads)))
