@@ -39,6 +39,7 @@ _SUBMODULES = frozenset(
         "html_report",
         "interventions",
         "syntax",
+        "probes",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
         "stats",
     }

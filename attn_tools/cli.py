@@ -11,6 +11,7 @@ Commands:
     stats       head statistics and head types per model (tables, figures, held-out agreement)
     ablate      the ΔLoss of ablating every head (table + layers × heads figure)
     lens        the logit lens of one text (table + figure)
+    probe       sentiment, bias and instruction heads with permutation tests and FDR
     demo        everything above on the offline defaults, into one output folder
 
 This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
@@ -261,6 +262,32 @@ def cmd_automate(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     print(result[[c for c in shown if c in result.columns]].to_string(index=False))
     print(f"\nrun folder: {args.out} (prompts, replies, programs, sandbox results, summary.csv)")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Sentiment, bias and instruction probes (and decoder mediation) on the built-in data."""
+    from attn_tools import load_model
+    from attn_tools.probes.results import run_probes, top_heads, write_run
+
+    run = run_probes(
+        load_model(args.model),
+        skip=args.skip or (),
+        quick=args.quick,
+        n_permutations=args.permutations,
+        seed=args.seed,
+        alpha=args.alpha,
+    )
+    paths = write_run(run, args.out, alpha=args.alpha)
+    for name, table in run.tables.items():
+        sig = int((table.q_value < args.alpha).sum())
+        print(f"{name}: {sig}/{len(table)} heads with q < {args.alpha:g}, "
+              f"{int(table.replicated.sum())} replicated")  # fmt: skip
+        top = top_heads(table, alpha=args.alpha, k=3)
+        if len(top):
+            print(top[["layer", "head", "effect", "q_value", "replicated"]].to_string(index=False))
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -541,6 +568,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--layers", type=int, default=None, help="plot only the last N layers")
     sp.add_argument("--out", default="outputs", help="folder for the table and figure")
     sp.set_defaults(fn=cmd_lens)
+
+    sp = sub.add_parser("probe", help="sentiment / bias / instruction probes with statistics")
+    sp.add_argument("--model", default="minilm", help="alias, HF id or folder")
+    sp.add_argument(
+        "--skip",
+        action="append",
+        choices=["sentiment", "bias", "instruction", "neurons"],
+        help="leave a step out (repeatable); neurons = per-head causal mediation (decoders)",
+    )
+    sp.add_argument("--quick", action="store_true", help="fewer texts and 200 permutations")
+    sp.add_argument(
+        "--permutations", type=int, default=None, help="permutations per test (1000; quick: 200)"
+    )
+    sp.add_argument("--seed", type=int, default=0, help="seed of permutations, splits, bootstrap")
+    sp.add_argument("--alpha", type=float, default=0.05, help="BH false discovery rate")
+    sp.add_argument("--out", default="outputs/probes", help="folder for tables, figures, JSON")
+    sp.set_defaults(fn=cmd_probe)
 
     sp = sub.add_parser("demo", help="the README demo on the offline defaults")
     common(sp, models=False)

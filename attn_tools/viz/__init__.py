@@ -63,6 +63,7 @@ from attn_tools.viz.matrices import (
     plot_layer,
     plot_patterns,
 )
+from attn_tools.viz.probes import plot_probe_map, plot_probe_summary, plot_volcano
 from attn_tools.viz.stats import (
     head_type_color,
     plot_first_token_share,
@@ -136,7 +137,10 @@ __all__ = [
     "plot_pattern_scores",
     "plot_patterns",
     "plot_syntax_table",
+    "plot_probe_map",
+    "plot_probe_summary",
     "plot_top_heads",
+    "plot_volcano",
     "resolve_scale",
     "save_figure",
     "score_cmap",
