@@ -58,6 +58,9 @@ bench: setup
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_explorer.py
 	$(PY) benchmarks/bench_ablation.py --model minilm --n 2
+	$(PY) benchmarks/bench_stats.py
+	$(PY) benchmarks/bench_syntax.py
+	$(PY) benchmarks/bench_probes.py
 	$(PY) benchmarks/bench_demo.py
 
 clean:
