@@ -147,6 +147,9 @@ def test_explore_links_grid_sliders_view_and_says_how_many_sentences(minilm):
     assert re.search(rf"<td>1</td><td>.*?{best}</td>", app.top.value)
     app.sentence.value = 2
     assert app.view.sentence == 2 and app.view.panels[0]["tokens"] == app.records[2].labels
+    index = app.add_sentence("Moss softened the old stone wall.")
+    assert index == 3 and app.view.sentence == 3 and len(app.view.sentences) == 4
+    assert app.view.panels[0]["tokens"] == app.records[3].labels
 
     static = explore(minilm, records=app.records[:1], interactive=False)
     assert static.view is None and "uses the 1 records given" in static.sentences_note

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from attn_tools.extract import extract
+from attn_tools.text import align, parse, to_word_level
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -235,11 +236,22 @@ def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm):
                 arg=records[1].n_tokens,
                 timeout=60_000,
             )
+            # the word-level hover shows the pooled weight (to = sum, from = mean)
+            words = to_word_level(records[1], align(records[1], parse(records[1].text)[0]))
+            shown = _hover_cell(page, 2, 1)
+            assert shown["value"] == f"{words.attention[3, 5, 2, 1]:.3f}", shown
             page.screenshot(path=str(shots / "view_light_words.png"), full_page=True)
 
             # JupyterLab's dark theme (Voilà ?theme=dark) and a dark OS preference: all dark
-            dark = _open(browser, url + "?theme=dark", blocked, errors, color_scheme="dark")
+            dark = _open(
+                browser, url + "?theme=dark", blocked, errors, color_scheme="dark",
+                device_scale_factor=2,
+            )  # fmt: skip
             assert _canvas_background(dark) < 0.3
+            # a HiDPI screen gets a canvas with twice the pixels, not a stretched one
+            canvas = dark.locator(".attn-attention-view canvas").first
+            css_w = canvas.evaluate("c => c.getBoundingClientRect().width")
+            assert canvas.evaluate("c => c.width") == round(css_w * 2)
             bg = dark.evaluate(
                 "() => getComputedStyle(document.querySelector('.attn-attention-view'))"
                 ".backgroundColor"

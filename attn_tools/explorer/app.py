@@ -295,7 +295,10 @@ class Explorer(W.VBox):
             self.sentence.value, self.layer.value, self.head.value, self.pattern.value
         )  # fmt: skip
         if self._fig is None or self._fig_sentence != index:
+            # a new sentence rebuilds the figure (over a second on a busy machine): say so first
+            self.status.value = _BUSY.format("drawing the new sentence")
             self._build_view(index)
+            self.status.value = ""
         cmp = self.state.compare(index, layer, head, name)
         self._im_actual.set_data(cmp.actual)
         self._im_pred.set_data(cmp.predicted)
