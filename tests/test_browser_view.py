@@ -38,6 +38,11 @@ CHROMIUM_ARGS = [
 SENTENCES = [
     "Rivers carve patient canyons through ancient sandstone.",
     "She didn't expect the ferry to leave at dawn, did she?",
+    # a long one (over 60 tokens): labels must stay drawn, the canvas scrolls instead
+    "When the autumn fair finally returned to the valley, the old clockmaker, who had not left "
+    "his workshop in years, packed a basket of walnuts, borrowed his neighbour's bicycle, and "
+    "rode down the winding road past the reservoir, the quarry, and the abandoned railway "
+    "station, humming a tune nobody remembered.",
 ]
 APP_SOURCE = f"""\
 from attn_tools.explorer import explore
@@ -147,6 +152,11 @@ def _hover_cell(page, q: int, k: int) -> dict:
     canvas = page.locator(".attn-attention-view canvas").first
     canvas.scroll_into_view_if_needed()
     geo = canvas.evaluate("c => ({...c.dataset})")
+    # bring the cell into the scroll box's view first (long sentences scroll)
+    canvas.evaluate(
+        "(c, [x, y]) => { const s = c.parentElement; s.scrollLeft = x; s.scrollTop = y; }",
+        [k * float(geo["cell"]) - 40, q * float(geo["cell"]) - 40],
+    )
     box = canvas.bounding_box()
     left, top, cell = float(geo["left"]), float(geo["top"]), float(geo["cell"])
     page.mouse.move(box["x"] + left + (k + 0.5) * cell, box["y"] + top + (q + 0.5) * cell)
@@ -173,7 +183,7 @@ def _canvas_background(page) -> float:
     )
 
 
-def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm):
+def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm, record_property):
     from playwright import sync_api
 
     url, log_path = voila
@@ -195,12 +205,15 @@ def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm):
 
             # hover: the read-out is the record's weight at (layer 0, head 0, q, k)
             q, k = 4, 2
+            start = time.perf_counter()
             shown = _hover_cell(page, q, k)
+            hover_ms = (time.perf_counter() - start) * 1000
             assert shown["value"] == f"{records[0].attention[0, 0, q, k]:.3f}", shown
             page.screenshot(path=str(shots / "view_light.png"), full_page=True)
             assert _canvas_background(page) > 0.8  # Voilà's default light theme
 
             # a click in the best-fit grid moves the sliders, the view and the grid outline
+            start = time.perf_counter()
             page.locator('.attn-grid .attn-cell[data-layer="3"][data-head="5"]').click()
             page.wait_for_function(
                 "() => document.querySelector('.attn-head-slider .widget-readout')"
@@ -212,6 +225,12 @@ def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm):
                 "() => document.querySelector('.attn-attention-view .attn-panel-title')"
                 ".textContent.includes('layer 3, head 5')",
                 timeout=30_000,
+            )
+            click_ms = (time.perf_counter() - start) * 1000
+            record_property("grid_click_to_view_ms", round(click_ms, 1))
+            record_property("hover_to_readout_ms", round(hover_ms, 1))
+            print(
+                f"hover → read-out {hover_ms:.0f} ms; grid click → sliders and view {click_ms:.0f} ms"
             )
             assert page.locator(".attn-attention-view input.attn-head").input_value() == "5"
             selected = page.locator(".attn-grid .attn-cell.attn-selected")
@@ -241,6 +260,31 @@ def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm):
             shown = _hover_cell(page, 2, 1)
             assert shown["value"] == f"{words.attention[3, 5, 2, 1]:.3f}", shown
             page.screenshot(path=str(shots / "view_light_words.png"), full_page=True)
+
+            # a long sentence: one label per token, every cell reachable, the box scrolls
+            long = records[2]
+            assert long.n_tokens > 60
+            page.locator(".attn-level-token").click()
+            page.select_option(".attn-sentence-select", "2")
+            page.wait_for_function(
+                "(n) => Number(document.querySelector('.attn-attention-view canvas').dataset.n)"
+                " === n",
+                arg=long.n_tokens,
+                timeout=30_000,
+            )
+            cell = float(
+                page.locator(".attn-attention-view canvas").first.get_attribute("data-cell")
+            )
+            assert cell >= 14  # a cell is at least a 12 px label tall: nothing overlaps
+            last = long.n_tokens - 1
+            shown = _hover_cell(page, last, last - 3)
+            assert shown["value"] == f"{long.attention[3, 5, last, last - 3]:.3f}", shown
+            scrolls = page.evaluate(
+                "() => { const s = document.querySelector('.attn-attention-view .attn-scroll');"
+                " return s.scrollHeight > s.clientHeight || s.scrollWidth > s.clientWidth; }"
+            )
+            assert scrolls
+            page.screenshot(path=str(shots / "view_light_long.png"), full_page=True)
 
             # JupyterLab's dark theme (Voilà ?theme=dark) and a dark OS preference: all dark
             dark = _open(

@@ -380,7 +380,7 @@ class Explorer(W.VBox):
 
 
 # shown while a slow first computation runs (ipywidgets sends it before the work starts)
-_BUSY = "<div class='attn-busy-note'>⏳ {}…</div>"
+_BUSY = "<div class='attn-busy-note'><i>working: {}…</i></div>"
 
 
 class _Blit:

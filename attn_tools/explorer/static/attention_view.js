@@ -61,6 +61,7 @@ class Panel {
     this.hover = null;
     this.canvas.addEventListener("mousemove", (e) => this.onMove(e));
     this.canvas.addEventListener("mouseleave", () => this.setHover(null));
+    this.scroll.addEventListener("scroll", () => this.paint(), { passive: true });
   }
 
   // Layout in CSS pixels: labels measured, never dropped; cells at least as tall as a label.
@@ -119,23 +120,33 @@ class Panel {
         ctx.strokeRect(L.left + hv.k * L.cell + 1, L.top + hv.q * L.cell + 1, L.cell - 2, L.cell - 2);
       }
     }
-    ctx.font = `${L.fontPx}px ${th.font}`;
+    // labels are frozen at the scroll box's visible top and left edges, so a long sentence
+    // keeps its row and column labels in view while the cells scroll
+    const sx = this.scroll.scrollLeft;
+    const sy = this.scroll.scrollTop;
     ctx.textBaseline = "middle";
+    ctx.fillStyle = th.bg;
+    ctx.fillRect(sx, L.top, L.left, L.n * L.cell + 8);
     for (let i = 0; i < L.n; i++) {
-      const rowOn = hv && hv.q === i;
-      const colOn = hv && hv.k === i;
       ctx.fillStyle = th.fg;
-      ctx.font = `${rowOn ? "bold " : ""}${L.fontPx}px ${th.font}`;
+      ctx.font = `${hv && hv.q === i ? "bold " : ""}${L.fontPx}px ${th.font}`;
       ctx.textAlign = "right";
-      ctx.fillText(data.tokens[i], L.left - 6, L.top + (i + 0.5) * L.cell);
+      ctx.fillText(data.tokens[i], sx + L.left - 6, L.top + (i + 0.5) * L.cell);
+    }
+    ctx.fillStyle = th.bg;
+    ctx.fillRect(L.left, sy, L.n * L.cell + 8, L.top);
+    for (let i = 0; i < L.n; i++) {
       ctx.save();
-      ctx.translate(L.left + (i + 0.5) * L.cell, L.top - 6);
+      ctx.translate(L.left + (i + 0.5) * L.cell, sy + L.top - 6);
       ctx.rotate(-Math.PI / 2);
       ctx.textAlign = "left";
-      ctx.font = `${colOn ? "bold " : ""}${L.fontPx}px ${th.font}`;
+      ctx.fillStyle = th.fg;
+      ctx.font = `${hv && hv.k === i ? "bold " : ""}${L.fontPx}px ${th.font}`;
       ctx.fillText(data.tokens[i], 0, 0);
       ctx.restore();
     }
+    ctx.fillStyle = th.bg;
+    ctx.fillRect(sx, sy, L.left, L.top);
   }
 
   onMove(e) {
@@ -148,9 +159,12 @@ class Panel {
     const row = Math.floor((y - L.top) / L.cell);
     const inCols = col >= 0 && col < L.n;
     const inRows = row >= 0 && row < L.n;
-    if (inCols && inRows) this.setHover({ q: row, k: col });
-    else if (inRows && x < L.left) this.setHover({ q: row, k: null }); // a query label
-    else if (inCols && y < L.top) this.setHover({ q: null, k: col }); // a key label
+    const onRowLabels = x < this.scroll.scrollLeft + L.left; // the frozen label bands
+    const onColLabels = y < this.scroll.scrollTop + L.top;
+    if (onRowLabels && onColLabels) this.setHover(null);
+    else if (onRowLabels) this.setHover(inRows ? { q: row, k: null } : null); // a query label
+    else if (onColLabels) this.setHover(inCols ? { q: null, k: col } : null); // a key label
+    else if (inCols && inRows) this.setHover({ q: row, k: col });
     else this.setHover(null);
   }
 
