@@ -286,6 +286,18 @@ def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm, recor
             assert scrolls
             page.screenshot(path=str(shots / "view_light_long.png"), full_page=True)
 
+            # JupyterLab switching theme at run time (new variables): the canvas follows
+            page.add_style_tag(
+                content=":root, body { --jp-layout-color0: #111111 !important;"
+                " --jp-ui-font-color1: #eeeeee !important; }"
+            )
+            page.wait_for_function(
+                "() => { const c = document.querySelector('.attn-attention-view canvas');"
+                " const d = c.getContext('2d').getImageData(2, 2, 1, 1).data;"
+                " return d[0] + d[1] + d[2] < 120; }",
+                timeout=10_000,
+            )
+
             # JupyterLab's dark theme (Voilà ?theme=dark) and a dark OS preference: all dark
             dark = _open(
                 browser, url + "?theme=dark", blocked, errors, color_scheme="dark",

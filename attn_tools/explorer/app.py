@@ -161,6 +161,11 @@ class Explorer(W.VBox):
         the sliders (a grid click moves the sliders, which move the view and the PNG tabs)."""
         import traitlets
 
+        if not anywidget_available():
+            raise ImportError(
+                "explore(..., interactive=True) needs anywidget, which is not installed. "
+                "Fix: pip install 'anywidget>=0.9', or pass interactive=False for the PNG explorer."
+            )
         from attn_tools.explorer.view import AttentionView, head_grid
 
         self.status.value = _BUSY.format("scoring every head for the best-fit grid")
