@@ -134,11 +134,22 @@ viz.plot_top_heads(top_heads(dec_scores, "previous_token", k=5))
 # %% [markdown]
 # ## Explore the heads live
 #
-# Sliders for layer and head, dropdowns for pattern and sentence, a box for your own sentence;
-# the second tab shows this head's scores for every pattern and its cell in the best-fit grid.
+# Sliders for layer and head, dropdowns for pattern and sentence, a box for your own sentence.
+# On top, the interactive view (hover a cell for its weight, switch tokens/words, zoom) and the
+# best-fit grid: click a head to jump to it; beside it, the head's top patterns against the
+# uniform baseline. The tabs below are the static PNG view (what an exported notebook shows).
 
 # %%
 explore(minilm, records=records, scores=scores)
+
+# %% [markdown]
+# The view on its own: the same sentences in both models, side by side at the same layer and head,
+# pooled to words so the two tokenizers line up (`compare=(layer, head)` shows a second head).
+
+# %%
+from attn_tools.explorer import attention_view
+
+attention_view(records[:10], compare=dec_records, layer=1, head=2, level="word")
 
 # %% [markdown]
 # ## The same sentence in BertViz

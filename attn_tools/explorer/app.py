@@ -39,6 +39,13 @@ __all__ = ["DEFAULT_SENTENCES", "Explorer", "explore"]
 DEFAULT_SENTENCES = 12
 
 
+def anywidget_available() -> bool:
+    """Whether the interactive (anywidget) view can be shown: anywidget is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("anywidget") is not None
+
+
 class Explorer(W.VBox):
     """The explorer app; display it in a notebook (it is an ipywidgets ``VBox``).
 
@@ -61,6 +68,8 @@ class Explorer(W.VBox):
         scale: Literal["sqrt", "linear"] = "sqrt",
         dpi: int = 80,
         drop_keys: Any = None,
+        interactive: bool = False,
+        note: str = "",
     ) -> None:
         self.state = ExplorerState(
             records, patterns, metric=metric, scores=scores, drop_keys=drop_keys
@@ -98,6 +107,7 @@ class Explorer(W.VBox):
         self.image = W.Image(format="png", layout=picture)
         self.score = W.HTML()
         self.status = W.HTML()
+        self.note = W.HTML(f"<div class='attn-note'>{html.escape(note)}</div>" if note else "")
         self.scores_image = W.Image(format="png", layout=picture)
         self.grid_image = W.Image(format="png", layout=picture)
         self.scores_note = W.HTML()
@@ -113,6 +123,7 @@ class Explorer(W.VBox):
             (self.scores_image, "attn-scores"),
             (self.grid_image, "attn-grid"),
             (self.scores_note, "attn-scores-note"),
+            (self.note, "attn-sentences-note"),
         ):
             widget.add_class(cls)
 
@@ -132,7 +143,11 @@ class Explorer(W.VBox):
                 W.HBox([self.new_sentence, self.add_button]),
             ]
         )
-        super().__init__([controls, self.status, self.tabs])
+        self.view = self.grid = self.top = None
+        children: list[W.Widget] = [controls, self.note, self.status]
+        if interactive:
+            children.append(self._build_interactive())
+        super().__init__([*children, self.tabs])
 
         for control in (self.layer, self.head, self.pattern, self.sentence):
             control.observe(self._on_change, names="value")
@@ -140,6 +155,58 @@ class Explorer(W.VBox):
         self.new_sentence.observe(self._on_submit, names="value")
         self.add_button.on_click(lambda _: self.add_sentence(self.new_sentence.value))
         self.redraw()
+
+    def _build_interactive(self) -> W.Widget:
+        """The anywidget view, the clickable best-fit grid and the top-patterns table, linked to
+        the sliders (a grid click moves the sliders, which move the view and the PNG tabs)."""
+        import traitlets
+
+        if not anywidget_available():
+            raise ImportError(
+                "explore(..., interactive=True) needs anywidget, which is not installed. "
+                "Fix: pip install 'anywidget>=0.9', or pass interactive=False for the PNG explorer."
+            )
+        from attn_tools.explorer.view import AttentionView, head_grid
+
+        self.status.value = _BUSY.format("scoring every head for the best-fit grid")
+        self.view = AttentionView(self.state.records)  # the same list: typed sentences appear
+        self.grid = head_grid(self.state.best_fit())
+        self.status.value = ""
+        self.top = W.HTML()
+        self.top.add_class("attn-top-patterns-box")
+        for a, b in (
+            ((self.layer, "value"), (self.view, "layer")),
+            ((self.head, "value"), (self.view, "head")),
+            ((self.sentence, "value"), (self.view, "sentence")),
+            ((self.layer, "value"), (self.grid, "layer")),
+            ((self.head, "value"), (self.grid, "head")),
+        ):
+            traitlets.link(a, b)
+        self.layer.observe(self._on_head, names="value")
+        self.head.observe(self._on_head, names="value")
+        self._on_head()
+        return W.HBox(
+            [self.view, W.VBox([self.grid, self.top])],
+            layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+        )
+
+    def _on_head(self, _change: dict | None = None) -> None:
+        from attn_tools.explorer.view import top_patterns_html
+
+        if self.top is None:
+            return
+        layer, head = self.layer.value, self.head.value
+        mine = self.state.head_scores(layer, head)
+        baseline = None
+        if "uniform" in mine.names:
+            value = mine.values[mine.names.index("uniform")]
+            baseline = float(value) if np.isfinite(value) else None
+        spec = self.state.spec
+        self.top.value = top_patterns_html(
+            mine.names, mine.values, baseline, layer=layer, head=head,
+            label=self.state.label(layer, head), display=spec.display,
+            direction=spec.direction, lower_is_better=spec.sort_ascending,
+        )  # fmt: skip
 
     @property
     def records(self) -> list[SentenceAttention]:
@@ -165,6 +232,8 @@ class Explorer(W.VBox):
             self._error(f"could not add the sentence: {exc}")
             return -1
         self.sentence.options = self.state.sentence_options()
+        if self.view is not None:
+            self.view.refresh_sentences()
         self.sentence.value = index  # triggers a redraw
         self.new_sentence.value = ""
         return index
@@ -231,7 +300,10 @@ class Explorer(W.VBox):
             self.sentence.value, self.layer.value, self.head.value, self.pattern.value
         )  # fmt: skip
         if self._fig is None or self._fig_sentence != index:
+            # a new sentence rebuilds the figure (over a second on a busy machine): say so first
+            self.status.value = _BUSY.format("drawing the new sentence")
             self._build_view(index)
+            self.status.value = ""
         cmp = self.state.compare(index, layer, head, name)
         self._im_actual.set_data(cmp.actual)
         self._im_pred.set_data(cmp.predicted)
@@ -288,7 +360,9 @@ class Explorer(W.VBox):
 
     def _draw_scores_tab(self) -> None:
         if self._bars_blit is None:
+            self.status.value = _BUSY.format("scoring every head against every pattern")
             self._build_scores_tab()
+            self.status.value = ""
         layer, head = self.layer.value, self.head.value
         mine = self.state.head_scores(layer, head)
         for i, (bar, v) in enumerate(zip(self._bars, mine.values)):
@@ -308,6 +382,10 @@ class Explorer(W.VBox):
         )
         self._grid_marker.set_xy((head - 0.5, layer - 0.5))
         self.grid_image.value = self._grid_blit.png()
+
+
+# shown while a slow first computation runs (ipywidgets sends it before the work starts)
+_BUSY = "<div class='attn-busy-note'><i>working: {}…</i></div>"
 
 
 class _Blit:
@@ -371,6 +449,8 @@ def explore(
     scores: pd.DataFrame | None = None,
     metric: str = "jsd",
     drop_keys: Any = None,
+    interactive: bool | None = None,
+    max_sentences: int = DEFAULT_SENTENCES,
 ) -> Explorer:
     """Build the explorer for a model.
 
@@ -385,6 +465,12 @@ def explore(
         metric: the metric shown (a registry name, ``"jsd"`` by default).
         drop_keys: remove sink keys before scoring (``"first"``, ``"special"``,
             ``"special+punct"``): what the heads do besides the sink.
+        interactive: add the anywidget view (canvas with hover, token/word toggle), the clickable
+            best-fit grid and the head's top patterns above the PNG tabs; default: when anywidget
+            is installed. The PNG tabs stay (the static fallback, and what exported notebooks
+            show).
+        max_sentences: how many sentences of a built-in set to use (a list is used whole). The
+            app says how many it took and why (``app.sentences_note``).
 
     Example:
         >>> app = explore("minilm", "story", ["previous_token", "first_token"])
@@ -394,14 +480,37 @@ def explore(
     from attn_tools.extract import extract
     from attn_tools.patterns.base import resolve_patterns
 
+    if max_sentences < 1:
+        raise ValueError(
+            f"max_sentences={max_sentences} must be at least 1. Fix: max_sentences=12."
+        )
     bundle = as_bundle(bundle_or_name)
+    name = bundle_or_name if isinstance(bundle_or_name, str) else bundle.name
+    if records is not None:
+        note = f"explore({name!r}, records=...) uses the {len(records)} records given"
+    elif sentences is None or isinstance(sentences, str):
+        set_name = sentences or "story"
+        loaded = load_sentences(set_name)
+        sentences = loaded[:max_sentences]
+        why = (
+            f"max_sentences={max_sentences}; pass max_sentences=... for more"
+            if len(loaded) > max_sentences
+            else "the whole set"
+        )
+        note = (
+            f"explore({name!r}, {set_name!r}) uses the first {len(sentences)} of {len(loaded)} "
+            f"sentences ({why})"
+        )
+    else:
+        sentences = list(sentences)
+        note = f"explore({name!r}, [...]) uses the {len(sentences)} sentences given"
     if records is None:
-        if sentences is None:
-            sentences = load_sentences("story")[:DEFAULT_SENTENCES]
-        elif isinstance(sentences, str):
-            sentences = load_sentences(sentences)[:DEFAULT_SENTENCES]
         records = extract(bundle, list(sentences), progress=False)
-    return Explorer(
+    if interactive is None:
+        interactive = anywidget_available()
+    app = Explorer(
         bundle, records, resolve_patterns(patterns), metric=metric, scores=scores,
-        drop_keys=drop_keys,
+        drop_keys=drop_keys, interactive=interactive, note=note,
     )  # fmt: skip
+    app.sentences_note = note
+    return app
