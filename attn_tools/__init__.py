@@ -36,7 +36,7 @@ _LAZY = {
 _SUBMODULES = frozenset(
     {
         "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
-        "interventions",
+        "hints", "interventions",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
     }
 )  # fmt: skip
