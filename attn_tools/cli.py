@@ -268,7 +268,8 @@ def cmd_hints(args: argparse.Namespace) -> int:
     try:
         result, paths = write_hint_run(
             args.model, args.items, args.out, hint=args.hint, target=args.target, cot=args.cot,
-            limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+            limit=args.limit, seed=args.seed, answer_from=args.answer_from,
+            batch_size=args.batch_size,
         )  # fmt: skip
     except FileNotFoundError as exc:  # an item file or the MMLU wheel is missing: say how to fix
         print(f"attn-tools hints: error: {exc}", file=sys.stderr)
@@ -395,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--target", choices=["wrong", "random"], default="wrong")
     sp.add_argument("--cot", action="store_true", help="answers from greedy reasoning")
+    sp.add_argument(
+        "--answer-from", choices=["letter", "text"], default="letter", help="scored continuation"
+    )
     sp.add_argument("--limit", type=int, default=None, help="first N items only")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--batch-size", type=int, default=8)

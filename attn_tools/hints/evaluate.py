@@ -38,7 +38,15 @@ import pandas as pd
 import torch
 
 from attn_tools.hints.items import LETTERS, Item, load_items
-from attn_tools.hints.prompts import HintKind, Prompt, build_prompt, hint_text
+from attn_tools.hints.prompts import (
+    ANSWER_FROM,
+    AnswerFrom,
+    HintKind,
+    Prompt,
+    build_prompt,
+    continuations,
+    hint_text,
+)
 from attn_tools.hints.scoring import encode_prompt, hint_tokens, match_tokens, option_logprobs
 
 __all__ = ["HintResult", "Target", "evaluate_hints", "item_attention", "parse_letter"]
@@ -108,19 +116,20 @@ def _choose_hinted(item: Item, target: str, rng: random.Random) -> int:
 def parse_letter(text: str, n_options: int) -> int | None:
     """The final answer letter in a generated reasoning, as an option index (None if absent).
 
-    Looks, in order, for the last "answer is (X)" / "answer: X", then the last "(X)", then the
-    last standalone capital letter among the options.
+    Looks, in order, for the last "answer is (X)" / "Answer: X", then the last "(X)", then the
+    last standalone capital letter among the options (capitals only).
     """
     letters = LETTERS[:n_options]
+    # letters are matched in upper case only: a lower-case "a" is usually the article
     patterns = [
-        rf"answer\s*(?:is|:)\s*\(?([{letters}])\b\)?",
+        rf"(?i:answer)\s*(?:(?i:is))?\s*:?\s*\(?([{letters}])(?![\w])",
         rf"\(([{letters}])\)",
         rf"\b([{letters}])\b",
     ]
     for pat in patterns:
-        found = re.findall(pat, text, flags=re.IGNORECASE if pat is patterns[0] else 0)
+        found = re.findall(pat, text)
         if found:
-            return letters.index(found[-1].upper())
+            return letters.index(found[-1])
     return None
 
 
@@ -196,6 +205,7 @@ def evaluate_hints(
     target: Target = "wrong",
     cot: bool = False,
     seed: int = 0,
+    answer_from: AnswerFrom = "letter",
     batch_size: int = 8,
     max_new_tokens: int = 96,
     n_permutations: int = 2000,
@@ -215,6 +225,8 @@ def evaluate_hints(
         ``parse_letter``; ``mentions_hint`` says whether the reasoning names the hint. Without it,
         answers are the options' argmax log-likelihood.
     seed : draws the hinted options, the few-shot examples, bootstrap and permutations.
+    answer_from : score each option's letter (``" A"``, default, as MMLU evaluations do) or its
+        text (``" 42"``) as the continuation after ``"Answer:"``.
 
     Example
     -------
@@ -229,6 +241,8 @@ def evaluate_hints(
         )
     if target not in TARGETS:
         raise ValueError(f"target={target!r}. Fix: one of {list(TARGETS)}.")
+    if answer_from not in ANSWER_FROM:
+        raise ValueError(f"answer_from={answer_from!r}. Fix: one of {list(ANSWER_FROM)}.")
     items = load_items(items) if isinstance(items, str) else list(items)
     if not items:
         raise ValueError("items is empty. Fix: pass at least one item (load_items('builtin')).")
@@ -246,6 +260,7 @@ def evaluate_hints(
         with_hint.append(build_prompt(tok, it, text, place))
         neutral.append(build_prompt(tok, it, ntext, nplace))
     n_opts = [len(it.choices) for it in items]
+    conts = [continuations(it, answer_from) for it in items]
     names = [it.id or f"item {k}" for k, it in enumerate(items)]
 
     # Token bookkeeping for the head scores, done before the passes so reducers stay small.
@@ -269,12 +284,12 @@ def evaluate_hints(
         return mass, column_profile(att, idx_with, idx_with[first:])
 
     lp_plain, prof_plain = option_logprobs(
-        bundle, plain, n_opts, batch_size=batch_size, reducer=reduce_plain, names=names
+        bundle, plain, conts, batch_size=batch_size, reducer=reduce_plain, names=names
     )
     lp_with, red_with = option_logprobs(
-        bundle, with_hint, n_opts, batch_size=batch_size, reducer=reduce_with, names=names
+        bundle, with_hint, conts, batch_size=batch_size, reducer=reduce_with, names=names
     )
-    lp_neutral, _ = option_logprobs(bundle, neutral, n_opts, batch_size=batch_size, names=names)
+    lp_neutral, _ = option_logprobs(bundle, neutral, conts, batch_size=batch_size, names=names)
     mass = np.stack([m for m, _ in red_with])
     shift = np.stack(
         [0.5 * (pw - pp).abs().sum(-1).numpy() for (_, pw), pp in zip(red_with, prof_plain)]
@@ -347,7 +362,7 @@ def evaluate_hints(
                 "accuracy_without": float(table["correct_without"].mean()),
                 "accuracy_with": float(table["correct_with"].mean()),
                 "accuracy_neutral": float((table["answer_neutral"] == table["correct"]).mean()),
-                "answer_source": "generation" if cot else "log-likelihood",
+                "answer_source": "generation" if cot else f"log-likelihood of the {answer_from}",
             }
         ]
     )
@@ -360,7 +375,13 @@ def evaluate_hints(
         hint_mass=mass,
         column_shift=shift,
         prompts=with_hint,
-        settings={"hint": str(hint), "target": target, "cot": cot, "seed": seed},
+        settings={
+            "hint": str(hint),
+            "target": target,
+            "cot": cot,
+            "seed": seed,
+            "answer_from": answer_from,
+        },  # fmt: skip
     )
 
 

@@ -42,8 +42,10 @@ __all__ = [
     "HINT_KINDS",
     "HintKind",
     "Prompt",
+    "ANSWER_FROM",
+    "AnswerFrom",
     "build_prompt",
-    "continuation",
+    "continuations",
     "hint_text",
 ]
 
@@ -226,6 +228,15 @@ def build_prompt(
     return Prompt(text, (h0, h0 + len(hint)), (h0, len(hint) + len(SEP)), add_special)
 
 
-def continuation(letter: str) -> str:
-    """The scored continuation for option ``letter`` after the answer cue."""
-    return " " + letter
+AnswerFrom = Literal["letter", "text"]
+ANSWER_FROM: tuple[str, ...] = get_args(AnswerFrom)
+
+
+def continuations(item: Item, answer_from: AnswerFrom = "letter") -> list[str]:
+    """The continuations scored after the answer cue: ``" A"``, ``" B"``, ... (``"letter"``) or
+    ``" <option text>"`` (``"text"``)."""
+    if answer_from == "letter":
+        return [" " + c for c in item.letters]
+    if answer_from == "text":
+        return [" " + c for c in item.choices]
+    raise ValueError(f"answer_from={answer_from!r}. Fix: one of {list(ANSWER_FROM)}.")

@@ -54,6 +54,7 @@ def write_hint_run(
     cot: bool = False,
     limit: int | None = None,
     seed: int = 0,
+    answer_from: str = "letter",
     batch_size: int = 8,
 ) -> tuple[HintResult, list[Path]]:
     """Load ``model`` and ``items``, run `evaluate_hints`, write tables and figures into ``out``.
@@ -66,7 +67,14 @@ def write_hint_run(
     chosen = load_items(items, limit=limit)
     bundle = load_model(model)
     result = evaluate_hints(
-        bundle, chosen, hint=hint, target=target, cot=cot, seed=seed, batch_size=batch_size
+        bundle,
+        chosen,
+        hint=hint,
+        target=target,
+        cot=cot,
+        seed=seed,
+        answer_from=answer_from,  # type: ignore[arg-type]
+        batch_size=batch_size,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
 """Option log-likelihoods and per-head attention reductions from batched forward passes.
 
-The answer to a prompt is the option whose continuation (``" A"``, ``" B"``, ... after the cue
-``"Answer:"``) has the highest log-likelihood: the sum of the log-softmax of each continuation token
-given the prompt and the continuation tokens before it. When every continuation is a single token
-(true for SmolLM2, GPT-2 and Llama tokenizers), one forward pass of the prompt gives all options at
-its last position; otherwise each option is scored with its own ``prompt + continuation`` sequence.
+The answer to a prompt is the option whose continuation after the cue ``"Answer:"`` has the
+highest log-likelihood: the sum of the log-softmax of each continuation token given the prompt and
+the continuation tokens before it. The continuation is the option's letter (``" A"``, the default)
+or its text (``" 42"``), see ``prompts.continuations``. When an item's continuations are all single
+tokens (letters are, for SmolLM2, GPT-2 and Llama tokenizers), one forward pass of the prompt gives
+every option at its last position; otherwise each option is scored with its own
+``prompt + continuation`` sequence. The text score is a sum, so it favours short options.
 Sequences are right-padded, so real tokens keep positions ``0..n-1`` and a batch gives the same
 numbers as one prompt at a time (up to float rounding).
 """
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attn_tools.hints.prompts import Prompt, continuation
+from attn_tools.hints.prompts import Prompt
 
 __all__ = ["Encoded", "encode_prompt", "hint_tokens", "match_tokens", "option_logprobs"]
 
@@ -78,15 +80,11 @@ def match_tokens(
     return idx_with, idx_without, (after[0] if after else len(pairs))
 
 
-def _continuation_ids(tokenizer: Any, letters: str) -> list[list[int]]:
-    return [tokenizer(continuation(c), add_special_tokens=False)["input_ids"] for c in letters]
-
-
 @torch.no_grad()
 def option_logprobs(
     bundle: Any,
     prompts: Sequence[Prompt],
-    n_options: Sequence[int],
+    options: Sequence[Sequence[str]],
     *,
     batch_size: int = 8,
     reducer: Reducer | None = None,
@@ -98,7 +96,7 @@ def option_logprobs(
     ----------
     bundle : a causal ``ModelBundle``.
     prompts : prompts ending with the answer cue.
-    n_options : number of options of each prompt's item.
+    options : the continuation strings scored after each prompt (``continuations(item)``).
     reducer : if given, called once per prompt with its attention ``[L, H, n, n]`` (prompt tokens
         only) and its index; its return values come back in order.
     names : item names for error messages.
@@ -106,21 +104,21 @@ def option_logprobs(
     Returns
     -------
     (logprobs, reduced) : ``logprobs[i, j]`` for option ``j`` of prompt ``i`` (NaN past
-    ``n_options[i]``), and the reducer's values (empty list without a reducer).
+    ``len(options[i])``), and the reducer's values (empty list without a reducer).
     """
     tok = bundle.tokenizer
-    width = max(n_options)
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:width]
-    conts = _continuation_ids(tok, letters)
-    single = all(len(c) == 1 for c in conts)
+    if len(options) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists. Fix: one each.")
+    width = max(len(o) for o in options)
+    conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in opts] for opts in options]
     encoded = [encode_prompt(tok, p) for p in prompts]
     # (prompt index, option index or -1 for "all options at the last position", ids)
     jobs: list[tuple[int, int, list[int]]] = []
     for i, enc in enumerate(encoded):
-        if single:
+        if all(len(c) == 1 for c in conts[i]):
             jobs.append((i, -1, list(enc.ids)))
         else:
-            jobs.extend((i, j, list(enc.ids) + conts[j]) for j in range(n_options[i]))
+            jobs.extend((i, j, list(enc.ids) + conts[i][j]) for j in range(len(conts[i])))
     for i, _, ids in jobs:
         if len(ids) > bundle.max_length:
             name = names[i] if names else f"prompt {i}"
@@ -149,7 +147,7 @@ def option_logprobs(
             {
                 len(encoded[i].ids) - 1 + t
                 for i, j, _ in batch
-                for t in range(1 if j == -1 else len(conts[j]))
+                for t in range(1 if j == -1 else len(conts[i][j]))
             }
         )
         kwargs: dict[str, Any] = {}
@@ -169,11 +167,11 @@ def option_logprobs(
         for r, (i, j, _) in enumerate(batch):
             n_prompt = len(encoded[i].ids)
             if j == -1:
-                ids_last = [c[0] for c in conts[: n_options[i]]]
+                ids_last = [c[0] for c in conts[i]]
                 row = logp[r, column[n_prompt - 1], ids_last]
-                out[i, : n_options[i]] = row.double().numpy()
+                out[i, : len(ids_last)] = row.double().numpy()
             else:
-                cont = conts[j]
+                cont = conts[i][j]
                 pos = [column[n_prompt - 1 + t] for t in range(len(cont))]
                 out[i, j] = float(logp[r, pos, cont].double().sum())
             if reducer is not None and j in (-1, 0):
