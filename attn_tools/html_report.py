@@ -3,8 +3,8 @@
 `HtmlReport` is a small document builder (sections with anchors, paragraphs, figures, tables, a
 table of contents); `model_sections` fills it with what the analysis knows about one model (the
 summary, the best-fit grid with and without the first-token sink, label counts, the top heads of
-every pattern *with* "no head fits" where none does, held-out consistency, and any extra tables a
-caller passes — head types, the syntax table). Figures are embedded as base64 PNG (or inline SVG),
+every pattern *with* "no head fits" where none does, held-out consistency, head types, the Clark
+et al. syntax table, and any extra tables or figures a caller passes). Figures are embedded as base64 PNG (or inline SVG),
 so the file can be mailed, opened from disk or served anywhere, and shows the same offline.
 """
 
@@ -234,6 +234,8 @@ def model_sections(
     ranked: pd.DataFrame,
     fit_no_sink: pd.DataFrame | None = None,
     consistency: pd.DataFrame | None = None,
+    head_types: pd.DataFrame | None = None,
+    syntax: pd.DataFrame | None = None,
     extra: Sequence[tuple[str, pd.DataFrame | Any, str]] = (),
     top_k: int = 3,
 ) -> str:
@@ -246,6 +248,8 @@ def model_sections(
         ranked: the own-rows score table (`report.score_tables`' second table) for top heads.
         fit_no_sink: the same labels with the first-token sink removed (``drop_keys="first"``).
         consistency: a `consistency.consistency` table (its `agreement_summary` is shown).
+        head_types: a `stats.head_stats` table (the head-type grid and the count per type).
+        syntax: a `syntax.syntax_table` (the Clark et al. 2019 table and its bar chart).
         extra: more subsections as ``(heading, DataFrame or Figure, caption)``.
     """
     from attn_tools import viz
@@ -294,6 +298,32 @@ def model_sections(
     if consistency is not None:
         report.section(f"{model}: does it hold on other sentences?", level=3)
         report.table(agreement_summary(consistency), "label agreement between the two halves")
+    if head_types is not None:
+        report.section(f"{model}: head types", level=3)
+        report.figure(
+            viz.plot_head_type_grid(head_types, model=model),
+            f"{model}: each head's type from its attention statistics (stats.head_stats)",
+        )
+        counts = head_types["head_type"].value_counts().rename_axis("head type")
+        report.table(counts.reset_index(name="heads"), "heads per type")
+    if syntax is not None and not len(syntax):
+        report.section(f"{model}: syntax heads (Clark et al. 2019)", level=3)
+        report.paragraph(
+            "No dependency relation has enough arcs in these sentences for the syntax table "
+            "(syntax_table's min_arcs); analyse more sentences to see it."
+        )
+    elif syntax is not None:
+        report.section(f"{model}: syntax heads (Clark et al. 2019)", level=3)
+        report.paragraph(
+            "Per dependency relation (spaCy's labels, not the paper's; not comparable 1:1): the "
+            "best head read as a parser against the best fixed offset, with 95 % bootstrap "
+            "intervals over sentences (attn_tools.syntax.syntax_table).",
+            note=True,
+        )
+        report.figure(viz.plot_syntax_table(syntax), f"{model}: best head vs best offset")
+        cols = ["relation", "n_arcs", "layer", "head", "direction", "accuracy", "offset",
+                "baseline", "gain", "gain_low", "gain_high"]  # fmt: skip
+        report.table(syntax[[c for c in cols if c in syntax.columns]], "syntax table")
     for heading, content, caption in extra:
         report.section(f"{model}: {heading}", level=3)
         if isinstance(content, pd.DataFrame):
@@ -311,6 +341,8 @@ def write_report(
     subtitle: str = "",
     known: Mapping[str, Mapping[str, Any]] | None = None,
     with_consistency: bool = True,
+    with_head_types: bool = True,
+    with_syntax: bool = True,
     extra: Mapping[str, Sequence[tuple[str, Any, str]]] | None = None,
     progress: bool = False,
 ) -> Path:
@@ -320,8 +352,12 @@ def write_report(
         records_by_model: one list of `SentenceAttention` records per model.
         path: the file to write (its folder is created).
         known: per model name, results already computed (keys ``summary``, ``fit``, ``ranked``,
-            ``fit_no_sink``, ``consistency``) so a caller that has them pays nothing twice.
+            ``fit_no_sink``, ``consistency``, ``head_types``, ``syntax``) so a caller that has them
+            pays nothing twice.
         with_consistency: add the held-out agreement (two random halves) per model.
+        with_head_types: add the head types (`stats.head_stats`) per model.
+        with_syntax: add the Clark et al. syntax table per model (needs spaCy's parses, which
+            are cached like attention).
         extra: per model name, more subsections ``(heading, DataFrame or Figure, caption)``.
         progress: a tqdm bar over the models.
     """
@@ -353,6 +389,14 @@ def write_report(
             have["fit_no_sink"] = label_heads(records, drop_keys="first")
         if with_consistency and "consistency" not in have:
             have["consistency"] = run_consistency(records)
+        if with_head_types and "head_types" not in have:
+            from attn_tools.stats import head_stats
+
+            have["head_types"] = head_stats(records)
+        if with_syntax and "syntax" not in have:
+            from attn_tools.syntax import syntax_table
+
+            have["syntax"] = syntax_table(records)
         model_sections(
             doc,
             records,
@@ -361,6 +405,8 @@ def write_report(
             ranked=have["ranked"],
             fit_no_sink=have["fit_no_sink"],
             consistency=have.get("consistency") if with_consistency else None,
+            head_types=have.get("head_types") if with_head_types else None,
+            syntax=have.get("syntax") if with_syntax else None,
             extra=extra.get(name, ()),
         )
     return doc.write(path)

@@ -98,16 +98,17 @@ def minilm_report(minilm_records, tmp_path_factory) -> tuple[Path, pd.DataFrame]
     return path, ranked
 
 
-def test_report_is_self_contained_and_names_no_fit_patterns(minilm_report):
+def test_report_is_self_contained_and_names_no_fit_patterns(minilm_report, minilm_records):
     path, ranked = minilm_report
     page = path.read_text(encoding="utf-8")
     assert _external(page) == [], _external(page)[:5]
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 2  # the grid with and without the sink
+    assert len(images) == 4  # the grid with and without the sink, head types, syntax bars
     for data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     for heading in ("best-fit grid", "besides the first-token sink", "top heads per pattern",
-                    "does it hold on other sentences?"):  # fmt: skip
+                    "does it hold on other sentences?", "head types",
+                    "syntax heads (Clark et al. 2019)"):  # fmt: skip
         assert f"all-MiniLM-L6-v2: {heading}" in page
     # the verdict per pattern is classify.top_heads' own: checked for every pattern
     rows = _table(page, "top heads per pattern")
@@ -117,6 +118,18 @@ def test_report_is_self_contained_and_names_no_fit_patterns(minilm_report):
         expected = "no support" if top.empty else "fits" if top["fits"].any() else "no head fits"
         assert verdict == expected, name
     assert "no head fits" in set(rows["verdict"])  # the honest case is exercised here
+    # the head-type and syntax tables are the analyses' own numbers
+    from attn_tools.stats import head_stats
+    from attn_tools.syntax import syntax_table
+
+    records = minilm_records[:16]
+    types = _table(page, "heads per type")
+    counts = head_stats(records)["head_type"].value_counts()
+    assert {r["head type"]: int(r["heads"]) for _, r in types.iterrows()} == counts.to_dict()
+    syn = _table(page, "syntax table")
+    direct = syntax_table(records)
+    assert list(syn["relation"]) == list(direct["relation"])
+    assert [f"{a:.3f}" for a in direct["accuracy"]] == list(syn["accuracy"])
 
 
 @pytest.mark.browser
@@ -184,4 +197,6 @@ def test_report_command_writes_the_page(tmp_path):
     assert f"report: {page.resolve()}" in r.stdout
     text = page.read_text(encoding="utf-8")
     assert "all-MiniLM-L6-v2: best-fit grid" in text and "does it hold" not in text
+    assert "all-MiniLM-L6-v2: head types" in text and "syntax heads" in text
+    assert "No dependency relation has enough arcs" in text  # six sentences: said, not hidden
     assert _external(text) == []
