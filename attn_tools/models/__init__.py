@@ -683,10 +683,11 @@ def _refuse_unlikely_name(source: str) -> None:
     """
     if Path(source).expanduser().exists():
         return
-    aliases = ", ".join(sorted(ALIASES))
+    known = [*ALIASES, *OPTIONAL_PACKS]
+    aliases = ", ".join(sorted(known))
     key = source.strip().lower()
-    close = difflib.get_close_matches(key, list(ALIASES), n=1, cutoff=0.75)
-    if key in ALIASES:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if key in known:
         raise ModelLoadError(
             f"model name {source!r} has spaces around it. Fix: load_model({key!r})."
         )
