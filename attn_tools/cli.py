@@ -117,7 +117,7 @@ def _extract(model: str, sentences: str, batch_size: int, progress: bool):
 def cmd_models(args: argparse.Namespace) -> int:
     from attn_tools import list_models
 
-    for row in list_models():
+    for row in list_models(include_optional=True):  # gemma3: optional, not installed by setup
         mark = "yes" if row["available"] else "no "
         print(
             f"{row['alias']:<9} {row['name']:<24} {row['kind']:<8} offline: {mark}  {row['where']}"
