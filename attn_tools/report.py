@@ -466,7 +466,7 @@ def write_figures(
         if means.size:
             limits = {"vmin": float(means.min()), "vmax": float(means.max())}
     steps = enumerate(zip(names, pats))
-    if progress:
+    if progress and names:  # no empty bar when only the grid is drawn
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, total=len(names), desc=f"figures · {model}", unit="pattern", leave=True)
