@@ -330,7 +330,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         known[bundle.name] = {"summary": s, "fit": fit, "ranked": ranked}
         if _drop(args) is None:
             # the same question with the first-token sink removed: what heads do besides it
-            figures.append(report.write_sink_free_grid(records, out / slug, model_name=bundle.name))
+            # (labelled once here; the report reuses the table)
+            no_sink = label_heads(records, drop_keys="first")
+            figures.append(report.write_sink_free_grid(
+                records, out / slug, model_name=bundle.name, fit=no_sink))  # fmt: skip
+            known[bundle.name]["fit_no_sink"] = no_sink
         else:
             known[bundle.name]["fit_no_sink"] = fit
         s["files"] = [str(p) for p in [heatmap, *table, *figures]]

@@ -169,17 +169,20 @@ def write_sink_free_grid(
     model_name: str | None = None,
     drop_keys: Any = "first",
     formats: Sequence[FigureFormat] = ("png",),
+    fit: pd.DataFrame | None = None,
 ) -> Path:
     """The best-fit grid with sink keys removed (``drop_keys``): what the heads do besides the sink.
 
     Written as ``best_fit_grid_no_sink.<fmt>`` in ``out``; returns the first path. The labels
-    come from `classify.label_heads` with ``drop_keys`` (the calibrated rule).
+    come from `classify.label_heads` with ``drop_keys`` (the calibrated rule), or ``fit`` when the
+    caller already has that table (it must have been made with the same ``drop_keys``).
     """
     from attn_tools import viz
     from attn_tools.classify import label_heads
     from attn_tools.viz import plot_best_fit_grid
 
-    fit = label_heads(records, drop_keys=drop_keys)  # the calibrated rule, as the main grid
+    if fit is None:
+        fit = label_heads(records, drop_keys=drop_keys)  # the calibrated rule, as the main grid
     name = model_name or str(fit["model"].iloc[0])
     fig = plot_best_fit_grid(
         fit, model=name, title=f"What is {name} doing besides the sink? (keys dropped: {drop_keys})"
