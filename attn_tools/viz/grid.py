@@ -64,6 +64,19 @@ def _cell_patches(x: float, y: float, colors: Sequence[str]) -> list[Polygon | R
     return out
 
 
+def style_head_axes(ax: Any, n_layers: int, n_heads: int) -> None:
+    """The layers × heads axes every head grid shares: one cell per head, layer 0 at the bottom."""
+    ax.set_xlim(-0.5, n_heads - 0.5)
+    ax.set_ylim(-0.5, n_layers - 0.5)
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(n_layers))
+    ax.tick_params(labelsize=7 if n_layers > 16 else 9, length=0)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer (0 = nearest the input)")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def head_labels(row: Any) -> tuple[str, ...]:
     """The patterns a best-fit row labels its head with: the label, then the tied ones (none for
     ``"none"``). ``tied`` may be a tuple or, after a CSV round trip, ``"a|b"`` text."""
@@ -170,15 +183,7 @@ def plot_best_fit_grid(
         hl, hh = highlight
         ax.add_patch(Rectangle((hh - 0.5, hl - 0.5), 1, 1, fill=False, edgecolor="black",
                                linewidth=2.5, zorder=5, gid="highlight"))  # fmt: skip
-    ax.set_xlim(-0.5, n_heads - 0.5)
-    ax.set_ylim(-0.5, n_layers - 0.5)  # layer 0 at the bottom
-    ax.set_xticks(range(n_heads))
-    ax.set_yticks(range(n_layers))
-    ax.tick_params(labelsize=7 if n_layers > 16 else 9, length=0)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer (0 = nearest the input)")
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    style_head_axes(ax, n_layers, n_heads)
     handles = [
         Patch(
             facecolor=pattern_color(nm),

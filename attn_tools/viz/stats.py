@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 
 from attn_tools.viz.canvas import ATTENTION_CMAP, draw_matrix, finish, fit_text, new_figure
 from attn_tools.viz.colors import NONE_COLOR, pattern_color, text_color_on
-from attn_tools.viz.grid import _cell_patches
+from attn_tools.viz.grid import _cell_patches, style_head_axes
 from attn_tools.viz.tables import grid_shape, select_table
 
 if TYPE_CHECKING:
@@ -105,15 +105,7 @@ def plot_head_type_grid(
         ax.axvline(x, color="#bbbbbb", linewidth=0.5)
     for y in np.arange(-0.5, n_layers, 1.0):
         ax.axhline(y, color="#bbbbbb", linewidth=0.5)
-    ax.set_xlim(-0.5, n_heads - 0.5)
-    ax.set_ylim(-0.5, n_layers - 0.5)
-    ax.set_xticks(range(n_heads))
-    ax.set_yticks(range(n_layers))
-    ax.tick_params(labelsize=7 if n_layers > 16 else 9, length=0)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer (0 = nearest the input)")
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    style_head_axes(ax, n_layers, n_heads)
     handles = [
         Patch(facecolor=head_type_color(t), edgecolor="#666666", linewidth=0.5,
               label=f"{t} ({int(counts.get(t, 0))})")
