@@ -76,6 +76,7 @@ __all__ = [
     "label_heads",
     "supported",
     "top_heads",
+    "top_heads_many",
     "with_shuffled",
 ]
 
@@ -684,30 +685,56 @@ def top_heads(
     "best" heads would be the best *self* heads. ``baseline_score`` is the head's own
     ``uniform`` score and ``fits`` says whether the head beats it by ``margin`` (the baseline
     `best_fit` uses); both are missing (NaN / ``<NA>``) where the table has no ``uniform`` row or
-    the metric scores raw weights.
+    the metric scores raw weights. `top_heads_many` answers for many patterns in one pass.
 
     Example:
         >>> top_heads(score_heads(records), "previous_token", k=5)
     """
+    name = pattern.name if isinstance(pattern, Pattern) else str(pattern)
+    return top_heads_many(
+        scores, [name], k, margin=margin, min_coverage=min_coverage,
+        min_sentences=min_sentences, min_rows=min_rows,
+    )[name]  # fmt: skip
+
+
+def top_heads_many(
+    scores: pd.DataFrame,
+    patterns: Iterable[str | Pattern] | None = None,
+    k: int = 3,
+    *,
+    margin: float = 0.05,
+    min_coverage: float = MIN_COVERAGE,
+    min_sentences: int = MIN_SENTENCES,
+    min_rows: int = MIN_ROWS,
+) -> dict[str, pd.DataFrame]:
+    """`top_heads` for many patterns (default: every pattern of the table, in table order), as
+    ``{pattern: table}``; one sort and one baseline lookup for all of them, so a report that
+    lists a hundred patterns does not filter the whole table a hundred times."""
     metric = _metric_of(scores)
     spec = get_metric(metric)
-    name = pattern.name if isinstance(pattern, Pattern) else str(pattern)
-    sub = scores[scores["pattern"] == name]
-    if sub.empty:
-        raise ValueError(
-            f"pattern {name!r} is not in the score table (it has "
-            f"{sorted(scores['pattern'].unique())[:8]}...). Fix: score it with score_heads."
-        )
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    ok = supported(sub, min_sentences=min_sentences, min_rows=min_rows, min_coverage=min_coverage)
-    sub = sub[ok & np.isfinite(sub["mean"])]
+    present = scores["pattern"].astype(str)
+    if patterns is None:
+        names = list(dict.fromkeys(present))
+    else:
+        names = [p.name if isinstance(p, Pattern) else str(p) for p in patterns]
+    missing = [n for n in names if n not in set(present)]
+    if missing:
+        raise ValueError(
+            f"pattern {missing[0]!r} is not in the score table (it has "
+            f"{sorted(scores['pattern'].unique())[:8]}...). Fix: score it with score_heads."
+        )
+    ok = supported(scores, min_sentences=min_sentences, min_rows=min_rows,
+                   min_coverage=min_coverage)  # fmt: skip
+    keep = present.isin(names) & ok & np.isfinite(scores["mean"])
+    sub = scores[keep].assign(_pattern=present[keep])
     ordered = sub.sort_values(
-        ["model", "mean"], ascending=[True, spec.sort_ascending], kind="stable"
+        ["_pattern", "model", "mean"], ascending=[True, True, spec.sort_ascending], kind="stable"
     )
-    top = ordered.groupby("model", sort=False).head(k).copy()
-    top["rank"] = top.groupby("model").cumcount() + 1
-    uniform = scores[scores["pattern"] == "uniform"].set_index(HEAD_KEYS)["mean"]
+    top = ordered.groupby(["_pattern", "model"], sort=False).head(k).copy()
+    top["rank"] = top.groupby(["_pattern", "model"]).cumcount() + 1
+    uniform = scores[present == "uniform"].set_index(HEAD_KEYS)["mean"]
     if spec.raw or uniform.empty or top.empty:
         top["baseline_score"] = np.nan
         top["fits"] = pd.NA
@@ -716,7 +743,12 @@ def top_heads(
         gain = spec.signed(base) - spec.signed(top["mean"].to_numpy())
         top["baseline_score"] = base
         top["fits"] = pd.array(np.where(np.isfinite(base), gain >= margin, False), dtype="boolean")
-    return top.reset_index(drop=True)
+    groups = dict(tuple(top.groupby("_pattern", sort=False)))
+    empty = top.iloc[:0]
+    return {
+        name: groups.get(name, empty).drop(columns="_pattern").reset_index(drop=True)
+        for name in names
+    }
 
 
 def _shared_sentences(a: Sequence[Any], b: Sequence[Any]) -> set[tuple[str, str]]:

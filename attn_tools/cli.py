@@ -188,20 +188,24 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     from attn_tools.classify import label_heads
+    from attn_tools.patterns import build_contexts
     from attn_tools.report import file_slug, score_tables, write_figures
 
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
         bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
+        contexts = build_contexts(records)  # shared by both tables and the labels
         scores, ranked = score_tables(
-            records, metric=args.metric, drop_keys=_drop(args), progress=not args.quiet
-        )
+            records, metric=args.metric, drop_keys=_drop(args), progress=not args.quiet,
+            contexts=contexts,
+        )  # fmt: skip
         folder = out / (file_slug(bundle.name) + _drop_suffix(args))
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
             records, ranked, folder, model_name=bundle.name, formats=args.format,
             shared_range=args.shared_range, patterns=args.patterns, progress=not args.quiet,
-            best=label_heads(records, metric=args.metric, drop_keys=_drop(args)),
+            workers=args.workers,
+            best=label_heads(records, metric=args.metric, drop_keys=_drop(args), contexts=contexts),
         )  # fmt: skip
         print(f"{bundle.name}: wrote {len(written)} files under {folder}")
     return 0
@@ -292,11 +296,22 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be a whole number ≥ 1, got {text!r}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Extract, summarise, score and draw for both offline defaults into one folder."""
     from attn_tools import report
     from attn_tools.classify import label_heads
     from attn_tools.html_report import write_report
+    from attn_tools.patterns import build_contexts
     from attn_tools.viz import plot_head
 
     out = Path(args.out)
@@ -308,8 +323,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(report.format_summary(s))
         slug = report.file_slug(bundle.name)
         t0 = time.perf_counter()
+        # one context per sentence for every pass below: the parse, alignment and each pattern's
+        # prediction are computed once, not once per table
+        contexts = build_contexts(records)
         scores, ranked = report.score_tables(
-            records, drop_keys=_drop(args), progress=not args.quiet
+            records, drop_keys=_drop(args), progress=not args.quiet, contexts=contexts
         )
         s["score_seconds"] = round(time.perf_counter() - t0, 2)
         table = report.write_table(scores, out, f"scores_{slug}")
@@ -318,7 +336,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"(jsd, {_direction('jsd')}, {report.RANKING_NOTE})")  # fmt: skip
         print(report.top_heads_by_family(ranked, k=3))
         # the poster's labels use the calibrated rule (bootstrap intervals over sentences)
-        fit = label_heads(records, drop_keys=_drop(args))
+        fit = label_heads(records, drop_keys=_drop(args), contexts=contexts)
         layer, head = report.showcase_head(fit)
         heatmap = out / f"heatmap_{slug}.png"
         plot_head(records[0], layer, head).savefig(heatmap, dpi=120, bbox_inches="tight")
@@ -326,15 +344,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         figures = report.write_figures(
             records, ranked, out / slug, model_name=bundle.name, best=fit,
             patterns=None if args.all_figures else [], progress=not args.quiet,
+            workers=args.workers,
         )  # fmt: skip
-        known[bundle.name] = {"summary": s, "fit": fit, "ranked": ranked}
+        known[bundle.name] = {
+            "summary": s, "fit": fit, "ranked": ranked, "contexts": contexts,
+            "grid_image": figures[0],  # write_figures draws the grid first
+        }  # fmt: skip
         if _drop(args) is None:
             # the same question with the first-token sink removed: what heads do besides it
             # (labelled once here; the report reuses the table)
-            no_sink = label_heads(records, drop_keys="first")
+            no_sink = label_heads(records, drop_keys="first", contexts=contexts)
             figures.append(report.write_sink_free_grid(
                 records, out / slug, model_name=bundle.name, fit=no_sink))  # fmt: skip
             known[bundle.name]["fit_no_sink"] = no_sink
+            known[bundle.name]["grid_no_sink_image"] = figures[-1]
         else:
             known[bundle.name]["fit_no_sink"] = fit
         s["files"] = [str(p) for p in [heatmap, *table, *figures]]
@@ -506,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME,...",
         help="per-pattern figures only for these patterns (default: every scored pattern)",
     )
+    sp.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="processes drawing per-pattern figures at once (default: one per CPU, at most 4, "
+        "from 8 patterns on)",
+    )
     sp.add_argument("--out", default="outputs", help="folder for the figures")
     sp.set_defaults(fn=cmd_figures)
 
@@ -623,6 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the three per-pattern figures of every pattern (slow; the report has grids "
         "and tables)",
+    )
+    sp.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="processes drawing per-pattern figures at once (default: one per CPU, at most 4, "
+        "from 8 patterns on)",
     )
     sp.set_defaults(fn=cmd_demo)
 

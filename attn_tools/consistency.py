@@ -205,6 +205,7 @@ def consistency(
     n_boot: int = N_BOOT,
     stability_boot: int = STABILITY_BOOT,
     progress: bool = False,
+    contexts: Sequence[Any] | None = None,
     **score_options: Any,
 ) -> pd.DataFrame:
     """Does each head's label hold on sentences it was not chosen on?
@@ -223,16 +224,29 @@ def consistency(
         ``stability_a`` (`stability` of label_a on A), ``n_a, n_b`` (sentences), ``split``.
         `agreement_summary` turns it into counts per kind; ``df.attrs`` repeats the rule and
         overall agreement for convenience.
+
+    ``contexts`` (one `PatternContext` per record of ``records``, from `build_contexts`) are
+    reused instead of built again, with the predictions memoised on them.
     """
     records = list(records)
+    ctxs = None if contexts is None else list(contexts)
+    if ctxs is not None and len(ctxs) != len(records):
+        raise ValueError(
+            f"{len(ctxs)} contexts for {len(records)} records. Fix: pass "
+            "build_contexts(records), one per record, or leave contexts=None."
+        )
+    ctx_a = ctx_b = None
     if heldout is None:
         if len(records) < 2:
             raise ValueError("consistency needs at least 2 records to split in halves")
         ia, ib = _split(len(records), seed)
         fit_recs = [records[i] for i in ia]
         val_recs = [records[i] for i in ib]
+        if ctxs is not None:
+            ctx_a, ctx_b = [ctxs[i] for i in ia], [ctxs[i] for i in ib]
     else:
         fit_recs, val_recs = records, list(heldout)
+        ctx_a = ctxs
         if not fit_recs or not val_recs:
             raise ValueError("consistency needs records on both sides")
         shared = _shared_sentences(fit_recs, val_recs)
@@ -254,12 +268,12 @@ def consistency(
         metric=metric, level=level, rows=rows, progress=progress, per_sentence=True, **score_options
     )
     need_parse = level == "word" or any(p.needs_parse for p in resolve_patterns(names))
-    scores_a = score_heads(
-        fit_recs, names, contexts=build_contexts(fit_recs, with_parse=need_parse), **opts
-    )
-    scores_b = score_heads(
-        val_recs, names, contexts=build_contexts(val_recs, with_parse=need_parse), **opts
-    )
+    if ctx_a is None:
+        ctx_a = build_contexts(fit_recs, with_parse=need_parse)
+    if ctx_b is None:
+        ctx_b = build_contexts(val_recs, with_parse=need_parse)
+    scores_a = score_heads(fit_recs, names, contexts=ctx_a, **opts)
+    scores_b = score_heads(val_recs, names, contexts=ctx_b, **opts)
     fit_opts = dict(
         baseline=baseline,
         threshold=threshold,

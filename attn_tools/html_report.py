@@ -209,8 +209,7 @@ def _top_heads_table(ranked: pd.DataFrame, k: int) -> pd.DataFrame:
     from attn_tools import classify
 
     rows = []
-    for name in dict.fromkeys(ranked["pattern"].astype(str)):
-        top = classify.top_heads(ranked, name, k=k)
+    for name, top in classify.top_heads_many(ranked, k=k).items():
         if top.empty:  # too few rows of its own on these sentences: no head can be named
             rows.append({"pattern": name, "verdict": "no support", "heads": ""})
             continue
@@ -238,6 +237,8 @@ def model_sections(
     syntax: pd.DataFrame | None = None,
     extra: Sequence[tuple[str, pd.DataFrame | Any, str]] = (),
     top_k: int = 3,
+    grid_image: str | Path | None = None,
+    grid_no_sink_image: str | Path | None = None,
 ) -> str:
     """Add one model's sections to ``report``; returns the model section's anchor.
 
@@ -251,6 +252,9 @@ def model_sections(
         head_types: a `stats.head_stats` table (the head-type grid and the count per type).
         syntax: a `syntax.syntax_table` (the Clark et al. 2019 table and its bar chart).
         extra: more subsections as ``(heading, DataFrame or Figure, caption)``.
+        grid_image, grid_no_sink_image: PNG files of the two grids already drawn from ``fit``
+            and ``fit_no_sink`` (`report.write_figures`, `report.write_sink_free_grid`), inlined
+            instead of drawn again.
     """
     from attn_tools import viz
     from attn_tools.consistency import agreement_summary
@@ -270,14 +274,19 @@ def model_sections(
     report.table(per_layer, "mean over heads, rows and sentences", floatfmt="{:.2f}")
 
     grid = report.section(f"{model}: best-fit grid", level=3)
-    report.figure(viz.plot_best_fit_grid(fit, model=model), f"{model}: calibrated labels per head")
+    caption = f"{model}: calibrated labels per head"
+    if grid_image is not None:
+        report.image(grid_image, caption)
+    else:
+        report.figure(viz.plot_best_fit_grid(fit, model=model), caption)
     report.table(_label_counts(fit), "heads per label (none = no pattern passes the rule)")
     if fit_no_sink is not None:
         report.section(f"{model}: besides the first-token sink", level=3)
-        report.figure(
-            viz.plot_best_fit_grid(fit_no_sink, model=model),
-            f"{model}: labels with the first token's column removed",
-        )
+        caption = f"{model}: labels with the first token's column removed"
+        if grid_no_sink_image is not None:
+            report.image(grid_no_sink_image, caption)
+        else:
+            report.figure(viz.plot_best_fit_grid(fit_no_sink, model=model), caption)
         report.table(_label_counts(fit_no_sink), "heads per label, sink removed")
     report.section(f"{model}: top heads per pattern", level=3)
     metric = str(ranked["metric"].iloc[0]) if "metric" in ranked.columns else "score"
@@ -352,8 +361,9 @@ def write_report(
         records_by_model: one list of `SentenceAttention` records per model.
         path: the file to write (its folder is created).
         known: per model name, results already computed (keys ``summary``, ``fit``, ``ranked``,
-            ``fit_no_sink``, ``consistency``, ``head_types``, ``syntax``) so a caller that has them
-            pays nothing twice.
+            ``fit_no_sink``, ``consistency``, ``head_types``, ``syntax``, ``contexts``: the
+            records' `PatternContext` list, ``grid_image``/``grid_no_sink_image``: PNG files of
+            the two grids) so a caller that has them pays nothing twice.
         with_consistency: add the held-out agreement (two random halves) per model.
         with_head_types: add the head types (`stats.head_stats`) per model.
         with_syntax: add the Clark et al. syntax table per model (needs spaCy's parses, which
@@ -379,16 +389,21 @@ def write_report(
     for records in steps:
         name = records[0].model
         have = dict(known.get(name, {}))
+        ctx = have.get("contexts")
+        if ctx is None and not {"ranked", "fit", "fit_no_sink", "consistency"} <= set(have):
+            from attn_tools.patterns.base import build_contexts
+
+            ctx = build_contexts(records)  # shared by the passes below, predictions memoised
         if "summary" not in have:
             have["summary"] = rpt.summarise(records)
         if "ranked" not in have:
-            have["ranked"] = rpt.score_tables(records)[1]
+            have["ranked"] = rpt.score_tables(records, contexts=ctx)[1]
         if "fit" not in have:
-            have["fit"] = label_heads(records)
+            have["fit"] = label_heads(records, contexts=ctx)
         if "fit_no_sink" not in have:
-            have["fit_no_sink"] = label_heads(records, drop_keys="first")
+            have["fit_no_sink"] = label_heads(records, drop_keys="first", contexts=ctx)
         if with_consistency and "consistency" not in have:
-            have["consistency"] = run_consistency(records)
+            have["consistency"] = run_consistency(records, contexts=ctx)
         if with_head_types and "head_types" not in have:
             from attn_tools.stats import head_stats
 
@@ -408,5 +423,7 @@ def write_report(
             head_types=have.get("head_types") if with_head_types else None,
             syntax=have.get("syntax") if with_syntax else None,
             extra=extra.get(name, ()),
+            grid_image=have.get("grid_image"),
+            grid_no_sink_image=have.get("grid_no_sink_image"),
         )
     return doc.write(path)

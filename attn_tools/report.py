@@ -134,6 +134,7 @@ def score_tables(
     metric: str = "jsd",
     drop_keys: Any = None,
     progress: bool = False,
+    contexts: Sequence[Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two score tables every report uses: ``(all_rows, own_rows)``.
 
@@ -141,12 +142,14 @@ def score_tables(
     `classify.best_fit` compares patterns on; ``own_rows`` scores each pattern on the rows it
     predicts itself, which is what rankings of heads for one pattern use. The pattern contexts
     (spaCy parse, alignment) are built once for both passes. ``drop_keys`` removes sink keys
-    (see `attn_tools.scoring.score_heads`).
+    (see `attn_tools.scoring.score_heads`). Pass ``contexts`` (one `PatternContext` per record,
+    from `build_contexts`) to share them, and the predictions memoised on them, with other passes
+    over the same records (the calibrated labels, consistency).
     """
     from attn_tools.patterns.base import build_contexts
     from attn_tools.scoring import score_heads
 
-    contexts = build_contexts(records)
+    contexts = build_contexts(records) if contexts is None else list(contexts)
     all_rows, own_rows = (
         score_heads(
             records,
@@ -220,10 +223,11 @@ def top_heads_by_family(scores: pd.DataFrame, k: int = 3) -> str:
     """The ``k`` best heads of each pattern, grouped by family, as text (what ``attn-tools score``
     prints). Each line shows the share of rows the pattern predicts on this model; a pattern
     without enough support (`classify.supported`) names no head and says why."""
-    from attn_tools.classify import supported, top_heads
+    from attn_tools.classify import supported, top_heads_many
     from attn_tools.patterns import get_pattern
 
     support = scores.assign(ok=supported(scores)).groupby("pattern", sort=False)
+    tops = top_heads_many(scores, k=k)
     by_family: dict[str, list[str]] = {}
     for name in scores["pattern"].unique():
         by_family.setdefault(get_pattern(name).family, []).append(name)
@@ -242,7 +246,7 @@ def top_heads_by_family(scores: pd.DataFrame, k: int = 3) -> str:
                 )
                 lines.append(f"    {name:<24} {why}")
                 continue
-            top = top_heads(scores, name, k=k)
+            top = tops[str(name)]
             cells = ", ".join(
                 f"L{r.layer}.H{r.head} ({r.mean:.3f}{'' if r.fits is not False else ', no fit'})"
                 for r in top.itertuples()
@@ -392,6 +396,7 @@ def write_figures(
     max_examples: int = 240,
     shared_range: bool = False,
     progress: bool = False,
+    workers: int | None = 1,
 ) -> list[Path]:
     """Write every figure of one model into ``out`` and return the paths written.
 
@@ -415,6 +420,11 @@ def write_figures(
             mean over the patterns drawn), so that equal colours mean equal scores across
             patterns; False gives each map its own range (best contrast within a pattern).
         progress: a tqdm bar over the patterns (one step per pattern's three figures).
+        workers: processes drawing the per-pattern figures at once; ``None`` picks one per CPU
+            (at most 4) when there are at least `PARALLEL_FROM` patterns. Parallel drawing forks
+            the process (POSIX only; elsewhere it draws in this process), so keep the default of
+            1 inside a Jupyter kernel; the command line draws in parallel. The files are the same
+            either way.
 
     A pattern on which no head fits (`classify.top_heads`' ``fits`` all False: no head beats its
     own uniform score by the margin) is titled "no head fits" in its three figures, and its
@@ -424,6 +434,7 @@ def write_figures(
     from attn_tools import classify, viz
     from attn_tools.patterns.base import build_contexts, get_pattern
 
+    _drawing_workers(workers, 1)  # a bad value fails before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sub, model, metric = viz.select_table(scores, model=model_name)
@@ -468,28 +479,91 @@ def write_figures(
         means = means[np.isfinite(means)]
         if means.size:
             limits = {"vmin": float(means.min()), "vmax": float(means.max())}
-    steps = enumerate(zip(names, pats))
-    if progress and names:  # no empty bar when only the grid is drawn
-        from tqdm.auto import tqdm
+    tops = classify.top_heads_many(sub, names, top_k) if names else {}
 
-        steps = tqdm(steps, total=len(names), desc=f"figures · {model}", unit="pattern", leave=True)
-    for k, (name, pat) in steps:
-        slug = file_slug(name)
-        top = classify.top_heads(sub, name, k=top_k)
+    def draw(k: int) -> list[Path]:
+        """The three figures of pattern ``k``; returns their paths."""
+        name, pat = names[k], pats[k]
+        slug, top = file_slug(name), tops[name]
         fits = _any_fits(top)
-        emit(
+        paths = viz.save_figure(
             viz.plot_pattern_scores(sub, name, model=model, metric=metric, fits=fits, **limits),
-            f"scores-{slug}",
-        )
-        emit(viz.plot_top_heads(top, baseline=sub, model=model, metric=metric), f"top_heads-{slug}")
+            out / f"scores-{slug}", formats=formats,
+        )  # fmt: skip
+        paths += viz.save_figure(
+            viz.plot_top_heads(top, baseline=sub, model=model, metric=metric),
+            out / f"top_heads-{slug}", formats=formats,
+        )  # fmt: skip
         if examples:
             i = examples[k]
             shown = _example_head(top)
             cmp = compare_head(model_records[i], shown[0], shown[1], pat, metric=metric,
                                context=contexts[i])  # fmt: skip
-            emit(viz.plot_head_vs_pattern(cmp, fits=fits), f"example-{slug}")
+            paths += viz.save_figure(
+                viz.plot_head_vs_pattern(cmp, fits=fits), out / f"example-{slug}", formats=formats
+            )
+        return paths
+
+    bar = None
+    if progress and names:  # no empty bar when only the grid is drawn
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(names), desc=f"figures · {model}", unit="pattern", leave=True)
+    for paths in _draw_all(draw, len(names), _drawing_workers(workers, len(names))):
+        written += paths
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     csv_scores, csv_best = out / "scores.csv", out / "best_fit.csv"
     sub.to_csv(csv_scores, index=False)
     _flat_tied(best).to_csv(csv_best, index=False)
     written += [csv_scores, csv_best]
     return written
+
+
+# ----------------------------------------------------------------------------- parallel drawing
+
+#: `write_figures(workers=None)` draws in parallel from this many patterns on (below it, starting
+#: the processes costs more than it saves).
+PARALLEL_FROM = 8
+
+# the drawing closure a forked worker runs: set just before the pool starts, so the child inherits
+# it (records, tables and user-registered patterns included) instead of having it pickled
+_FORKED_DRAW: Any = None
+
+
+def _drawing_workers(workers: int | None, n_jobs: int) -> int:
+    import multiprocessing as mp
+    import os
+
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive int or None, got {workers!r}")
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if n_jobs >= PARALLEL_FROM else 1
+    if "fork" not in mp.get_all_start_methods():
+        return 1
+    return max(1, min(workers, n_jobs))
+
+
+def _forked_job(k: int) -> list[Path]:
+    return _FORKED_DRAW(k)
+
+
+def _draw_all(draw: Any, n_jobs: int, workers: int) -> Any:
+    """Yield ``draw(k)`` for ``k = 0..n_jobs-1`` in order, drawn by ``workers`` forked processes
+    (figures are independent files, so the result is the same as drawing them here)."""
+    global _FORKED_DRAW
+    if workers <= 1:
+        for k in range(n_jobs):
+            yield draw(k)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    _FORKED_DRAW = draw
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            yield from pool.map(_forked_job, range(n_jobs))
+    finally:
+        _FORKED_DRAW = None

@@ -289,6 +289,30 @@ def _check_values(stack: np.ndarray, patterns: Sequence[Pattern], ctx: PatternCo
         )
 
 
+def _masked_raw(p: Pattern, ctx: PatternContext) -> np.ndarray:
+    """The validated, causally masked raw ``[n, n]`` weights of ``p`` on ``ctx`` (float64,
+    read-only), computed once per (pattern, context): a report scores the same sentences several
+    times (all rows, own rows, with and without the sink, the calibrated labels), and a pattern's
+    prediction depends on the sentence only. The memo lives on the context, so it goes when the
+    context does; `Pattern` equality (same name, family and function) is the key, so a pattern
+    registered again under the same name is computed afresh."""
+    try:
+        key: tuple | None = ("predict", p)
+        hit = ctx._memo.get(key)
+    except TypeError:  # a pattern whose function is unhashable is simply not memoised
+        key, hit = None, None
+    if hit is None:
+        raw = np.array(_raw(p, ctx), dtype=np.float64)  # a copy: the pattern keeps its array
+        _check_values(raw[None], [p], ctx)
+        if ctx.causal:
+            raw = np.tril(raw)
+        raw.setflags(write=False)
+        if key is not None:
+            ctx._memo[key] = raw
+        return raw
+    return hit
+
+
 def predict_many(
     patterns: Sequence[Pattern | str], ctx: PatternContext, *, normalize: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -305,10 +329,7 @@ def predict_many(
     n = ctx.n
     if not pats:
         return np.zeros((0, n, n)), np.zeros((0, n), dtype=bool)
-    stack = np.stack([_raw(p, ctx) for p in pats]).astype(np.float64, copy=False)
-    _check_values(stack, pats, ctx)
-    if ctx.causal:
-        stack = np.tril(stack)
+    stack = np.stack([_masked_raw(p, ctx) for p in pats])
     sums = stack.sum(axis=-1)
     has_mass = sums > 0
     if not normalize:
