@@ -236,3 +236,30 @@ def test_rows_only_look_left_for_decoders() -> None:
         m, _ = predict(name, ctx)
         assert np.allclose(np.triu(m, k=1), 0.0), name
         np.testing.assert_allclose(m.sum(axis=1), 1.0)
+
+
+def test_pointed_hebrew_marks_stay_on_their_letter() -> None:
+    """The character tokenizer keeps niqqud in the span of the letter under it: one token per
+    letter, whose character is the letter (a qamats does not make a consonant a vowel)."""
+    text = "דָּג יָם"  # dag yam: dalet + dagesh + qamats, gimel, space, yod + qamats, final mem
+    spans = [(0, 3), (3, 4), (4, 5), (5, 7), (7, 8)]
+    ctx = PatternContext(
+        text=text, tokens=tuple(text[s:e] for s, e in spans), token_ids=(1, 2, 3, 4, 5),
+        offsets=tuple(spans), special_mask=np.zeros(5, bool), kind="causal", words=(),
+        alignment=PlainAlignment((), (), ()),
+    )  # fmt: skip
+    assert is_character_level(ctx)
+    assert characters(ctx) == ["ד", "ג", " ", "י", "ם"]
+    check("char_previous", ctx, {1: 0, 2: 1, 3: 2, 4: 3})
+    check("char_word_start", ctx, {0: 0, 1: 0, 3: 3, 4: 3})
+    check("char_last_vowel(hebrew)", ctx, {4: 3})
+    check("char_last_consonant(hebrew)", ctx, {1: 0, 2: 1, 3: 1, 4: 1})
+    # a span of two letters is not one character
+    two = PatternContext(
+        text="אב", tokens=("אב",), token_ids=(1,), offsets=((0, 2),),
+        special_mask=np.zeros(1, bool), kind="causal", words=(),
+        alignment=PlainAlignment((), (), ()),
+    )  # fmt: skip
+    assert not is_character_level(two)
+    with pytest.raises(PatternError, match="covers 2 characters"):
+        predict("char_previous", two)

@@ -8,8 +8,9 @@ a `PatternError` naming the first offending token, rather than score something m
 
 Conventions shared by every pattern here:
 
-- Positions are the *character* tokens: a token whose span ``offsets[i]`` covers exactly one
-  character of ``ctx.text``. Special tokens (a BOS, padding) are not characters: their rows are
+- Positions are the *character* tokens: a token whose span ``offsets[i]`` covers one character
+  of ``ctx.text``, plus any combining marks on it (the character tokenizer keeps niqqud in its
+  letter's span; the letter is what the patterns read). Special tokens (a BOS, padding) are not characters: their rows are
   empty (→ the self fallback) and nothing attends to them, so ``char_previous`` of the first
   character is the self fallback, not the BOS.
 - Patterns that look back (``char_previous``, ``char_offset(-k)``, ``char_last_*``, ``char_same``)
@@ -30,6 +31,7 @@ Conventions shared by every pattern here:
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal, get_args
 
 import numpy as np
@@ -72,13 +74,25 @@ HEBREW_VOWEL_LETTERS = frozenset("אהוי")
 # ----------------------------------------------------------------------------- characters
 
 
+def _span_ok(span: str) -> bool:
+    """One character: a single code point, or a base character followed only by combining marks
+    (pointed Hebrew ``דָ``: the character tokenizer keeps niqqud in its letter's span)."""
+    return len(span) == 1 or (
+        len(span) > 1 and all(unicodedata.category(c).startswith("M") for c in span[1:])
+    )
+
+
 def is_character_level(ctx: PatternContext) -> bool:
-    """True when every non-special token of ``ctx`` covers exactly one character."""
-    return all(special or e - s == 1 for (s, e), special in zip(ctx.offsets, ctx.special_mask))
+    """True when every non-special token of ``ctx`` covers one character (plus any combining
+    marks on it)."""
+    return all(
+        special or _span_ok(ctx.text[s:e]) for (s, e), special in zip(ctx.offsets, ctx.special_mask)
+    )
 
 
 def characters(ctx: PatternContext, name: str = "charlevel") -> list[str | None]:
-    """The character of each token (None for special tokens).
+    """The character of each token (None for special tokens): the first code point of its span,
+    so a letter with niqqud counts as the letter.
 
     Raises:
         PatternError: a non-special token covers no character or several (a word-piece model).
@@ -88,14 +102,15 @@ def characters(ctx: PatternContext, name: str = "charlevel") -> list[str | None]
         if special:
             out.append(None)
             continue
-        if e - s != 1:
+        span = ctx.text[s:e]
+        if not _span_ok(span):
             raise PatternError(
                 f"pattern {name!r} needs one character per token, but token {i} ({tok!r}) covers "
-                f"{e - s} characters of {ctx.text[:40]!r}. Fix: use the charlevel patterns on a "
-                "character-level model only; for word-piece models use previous_token, offset(k), "
-                "punctuation or word_start."
+                f"{e - s} characters ({span!r}) of {ctx.text[:40]!r}. Fix: use the charlevel "
+                "patterns on a character-level model only; for word-piece models use "
+                "previous_token, offset(k), punctuation or word_start."
             )
-        out.append(ctx.text[s])
+        out.append(span[0])
     return out
 
 
