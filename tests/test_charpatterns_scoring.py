@@ -110,3 +110,29 @@ def test_scored_rows_name_the_sparse_heads() -> None:
     scores = score_heads(records, [*heads, "char_last_space", "uniform"], rows="scored")
     fit = best_fit(scores)
     assert list(fit["label"]) == heads
+
+
+def test_records_with_a_bos_token() -> None:
+    """As a character model's records come: ``<bos>`` first (special, no span). A head parked on
+    the BOS is a first_token head; the character patterns skip the BOS and still name theirs."""
+    heads = ["first_token", "char_previous", "char_last_space", "char_word_start"]
+    out = []
+    for text in ENGLISH:
+        n = len(text) + 1
+        rec = SentenceAttention(
+            text=text, tokens=("<bos>", *text), token_ids=(1, *map(ord, text)),
+            offsets=((0, 0), *((i, i + 1) for i in range(n - 1))),
+            special_mask=np.array([True] + [False] * (n - 1)),
+            attention=np.zeros((1, 1, n, n), np.float32), model="bos-char", kind="causal",
+        )  # fmt: skip
+        ctx = build_context(rec, with_parse=False)
+        uniform = np.tril(np.ones((n, n)))
+        uniform /= uniform.sum(axis=1, keepdims=True)
+        att = np.stack([0.85 * predict(h, ctx)[0] + 0.15 * uniform for h in heads])
+        out.append(SentenceAttention(**{**rec.__dict__, "attention": att[None].astype(np.float32)}))
+    scores = score_heads(out, char_patterns("english"))
+    assert list(best_fit(scores)["label"]) == heads
+    # the BOS row and the first character's row are fallback rows of char_previous
+    prev = scores[(scores["pattern"] == "char_previous") & (scores["head"] == 1)]
+    rows = sum(len(t) + 1 for t in ENGLISH)
+    assert prev["n_rows"].item() == rows - 2 * len(ENGLISH)

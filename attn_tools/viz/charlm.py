@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from attn_tools.viz.canvas import finish, fit_text, new_figure
-from attn_tools.viz.colors import NONE_COLOR, NONE_LABEL, pattern_color
+from attn_tools.viz.colors import NONE_COLOR, pattern_color
 from attn_tools.viz.grid import MAX_TIED_COLORS, _cell_patches, head_labels, style_head_axes
 
 if TYPE_CHECKING:
@@ -278,15 +278,9 @@ def plot_char_head(
 
 
 def _color_of(label: str) -> str:
-    """A label's colour: its pattern's own colour (opt-in patterns included), else derived."""
-    from attn_tools.patterns import PatternError, get_pattern
-
-    if label == NONE_LABEL:
-        return NONE_COLOR
-    try:
-        return pattern_color(get_pattern(label))
-    except PatternError:
-        return pattern_color(label)
+    """A label's colour, looked up by name exactly as `viz.plot_best_fit_grid` does, so a head
+    has the same colour in this figure and in the single-model grid."""
+    return pattern_color(label)
 
 
 def _draw_grid(ax: Any, best: Any, heading: str) -> dict[str, int]:
