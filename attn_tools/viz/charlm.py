@@ -6,10 +6,11 @@ Unicode Bidirectional Algorithm itself (checked here by rendering, not assumed f
 number: `matplotlib_applies_bidi`). `display_text` is what every figure in this module draws: the
 string unchanged where matplotlib reorders it, else `bidi_text` of it. `bidi_text` reorders one
 line of plain text into *visual* order with UAX #9: paragraph level from the first strong
-character (P2–P3), weak types W1–W7, neutrals N1–N2, levels I1–I2, trailing whitespace L1,
-reversal L2 and mirrored brackets L4. It leaves out explicit embeddings and isolates (treated as
-neutrals) and bracket pairs (N0): a pair of brackets holding text of the other direction can come
-out differently from a full implementation (46 of 22,827 fuzzed strings, all of that kind).
+character (P2–P3), weak types W1–W7, bracket pairs N0 (the common paired brackets), neutrals
+N1–N2, levels I1–I2, trailing whitespace L1, reversal L2 and mirrored brackets L4. It leaves out
+explicit embeddings and isolates (their controls are treated as neutrals), which plain labels do
+not hold. Against python-bidi 0.6 on 22,827 strings (fuzzed mixed text and Bible verses) the
+glyph order agreed on every one; python-bidi does not mirror brackets, which L4 requires.
 
 Fonts. `missing_glyphs` asks the font matplotlib picks (DejaVu Sans by default, which has the
 Hebrew block) whether it has a glyph for each character, so a figure refuses to print tofu.
@@ -60,6 +61,45 @@ _HATCHES = ("", "//", "..", "xx")
 _STRONG_R = {"R", "AL"}
 _NEUTRAL = {"B", "S", "WS", "ON", "LRE", "LRO", "RLE", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
 _MIRROR = dict(zip("()[]{}<>«»‹›", ")(][}{><»«›‹"))
+#: paired brackets (UAX #9 BD14–BD16), opening → closing: the common ones
+_PAIRS = dict(zip("([{⁅⁽₍⌈⌊〈❨❪❬❮❰❲❴⟅⟦⟨⟪", ")]}⁆⁾₎⌉⌋〉❩❫❭❯❱❳❵⟆⟧⟩⟫"))
+_SIDE = {"L": "L", "R": "R", "EN": "R", "AN": "R"}
+
+
+def _bracket_pairs(text: str, types: list[str]) -> list[tuple[int, int]]:
+    """BD16: the positions of matching bracket pairs (neutral brackets only), by opening."""
+    stack: list[tuple[str, int]] = []
+    pairs = []
+    for i, c in enumerate(text):
+        if types[i] != "ON":
+            continue
+        if c in _PAIRS:
+            if len(stack) == 63:  # the algorithm's limit: stop looking
+                break
+            stack.append((_PAIRS[c], i))
+        else:
+            for depth in range(len(stack) - 1, -1, -1):
+                if stack[depth][0] == c:
+                    pairs.append((stack[depth][1], i))
+                    del stack[depth:]
+                    break
+    return sorted(pairs)
+
+
+def _resolve_brackets(text: str, types: list[str], sos: str) -> None:
+    """N0: a bracket pair takes the paragraph direction when it holds text of that direction,
+    else the other direction when it holds that and the context before the pair has it too
+    (else the paragraph direction); a pair holding no strong text is left to N1–N2."""
+    for open_, close in _bracket_pairs(text, types):
+        inside = {_SIDE[t] for t in types[open_ + 1 : close] if t in _SIDE}
+        if sos in inside:
+            direction = sos
+        elif inside:
+            before = next((_SIDE[t] for t in reversed(types[:open_]) if t in _SIDE), sos)
+            direction = before
+        else:
+            continue
+        types[open_] = types[close] = direction
 
 
 def _resolved_types(text: str, base: int) -> list[str]:
@@ -101,6 +141,7 @@ def _resolved_types(text: str, base: int) -> list[str]:
             last = t
         elif t == "EN" and last == "L":
             types[i] = "L"
+    _resolve_brackets(text, types, sos)
     # N1, N2: a run of neutrals between two strong sides of one direction takes it (digits count
     # as R), otherwise the paragraph direction
     i = 0
@@ -113,8 +154,7 @@ def _resolved_types(text: str, base: int) -> list[str]:
             j += 1
         before = sos if i == 0 else types[i - 1]
         after = sos if j == len(types) else types[j]
-        side = {"L": "L", "R": "R", "EN": "R", "AN": "R"}
-        a, b = side.get(before, sos), side.get(after, sos)
+        a, b = _SIDE.get(before, sos), _SIDE.get(after, sos)
         fill = a if a == b else sos
         types[i:j] = [fill] * (j - i)
         i = j
