@@ -215,5 +215,11 @@ def test_figure(comparison: LanguageComparison, tmp_path) -> None:
 def test_figure_without_stats_and_a_label_the_font_lacks() -> None:
     fig = plot_language_comparison(compare_languages({"English": EN, "Hebrew": HE}))
     assert len([ax for ax in fig.axes if ax.get_ylabel().startswith("share of heads")]) == 1
+    # models of different sizes: each grid keeps its own layers × heads
+    big = fit_table("char-big", ["char_previous"] * 6 + ["none"] * 6, n_heads=4)
+    fig = compare_languages({"English": EN, "Hebrew": big}).figure()
+    grids = [ax for ax in fig.axes if ax.get_xlabel() == "head"]
+    assert [len({p.get_gid() for p in ax.patches}) for ax in grids] == [4, 12]
+    assert grids[1].get_xlim() == (-0.5, 3.5) and grids[1].get_ylim() == (-0.5, 2.5)
     with pytest.raises(ValueError, match="no glyph for '漢字'.*Fix:"):
         plot_language_comparison(compare_languages({"漢字": EN}))

@@ -84,6 +84,15 @@ def test_drawn_hebrew_reads_right_to_left() -> None:
     assert (_which_letter_at(raw, "right") == "alef") == matplotlib_applies_bidi()
 
 
+def test_display_text_reorders_only_where_matplotlib_does_not(monkeypatch) -> None:
+    import attn_tools.viz.charlm as charlm
+
+    monkeypatch.setattr(charlm, "matplotlib_applies_bidi", lambda: False)  # matplotlib < 3.11
+    assert charlm.display_text("עברית (Hebrew)") == "(Hebrew) תירבע"
+    monkeypatch.setattr(charlm, "matplotlib_applies_bidi", lambda: True)
+    assert charlm.display_text("עברית (Hebrew)") == "עברית (Hebrew)"
+
+
 def test_font_has_hebrew_glyphs_not_tofu() -> None:
     assert missing_glyphs(HEBREW_LETTERS + " .,־") == []
     assert missing_glyphs("a" + MISSING + "b") == [MISSING]
