@@ -263,3 +263,8 @@ def test_pointed_hebrew_marks_stay_on_their_letter() -> None:
     assert not is_character_level(two)
     with pytest.raises(PatternError, match="covers 2 characters"):
         predict("char_previous", two)
+
+
+def test_unknown_name_points_to_the_opt_in_family() -> None:
+    with pytest.raises(PatternError, match=r"unknown pattern 'char_prevous'.*charlevel"):
+        get_pattern("char_prevous")

@@ -1,10 +1,10 @@
 """Predicted "interpretable" attention patterns: the `Pattern` type, the registry, the families.
 
 Importing this package registers the built-in families (positional, lexical, linguistic,
-special, character) and the opt-in ``charlevel`` family (character-level models; in `OPT_IN`, not
-in the default set: see `attn_tools.patterns.charlevel`). ``list_patterns()`` shows them; ``get_pattern("offset(3)")``,
-``get_pattern("dep(nsubj)")`` and ``get_pattern("shuffled(previous_token)")`` build parametrised
-ones by name.
+special, character), which ``list_patterns()`` shows, and the opt-in ``charlevel`` family for
+character-level models (in `OPT_IN`, not in the default set: see `attn_tools.patterns.charlevel`;
+``list_patterns("charlevel")``). ``get_pattern("offset(3)")``, ``get_pattern("dep(nsubj)")`` and
+``get_pattern("shuffled(previous_token)")`` build parametrised ones by name.
 """
 
 from __future__ import annotations

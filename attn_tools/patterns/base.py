@@ -184,9 +184,11 @@ def get_pattern(name: str | Pattern) -> Pattern:
         return _MADE[name]
     known = ", ".join(sorted(REGISTRY)[:12])
     params = ", ".join(ex for _, ex in _FACTORIES.values())
+    opt_in = sorted({p.family for p in OPT_IN.values()})
     raise PatternError(
         f"unknown pattern {name!r}. Known: {known}, ... (see list_patterns()); "
-        f"parametrised: {params}."
+        f"parametrised: {params}; opt-in families: {', '.join(opt_in) or 'none'} "
+        "(list_patterns(family))."
     )
 
 
