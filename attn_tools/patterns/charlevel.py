@@ -192,14 +192,14 @@ def char_previous(ctx: PatternContext) -> np.ndarray:
     return _shift(_masks(characters(ctx, "char_previous"))["char"], -1)
 
 
-@_registered("char_last_space", "#006d2c", "the last space before it")
+@_registered("char_last_space", "#01665e", "the last space before it")
 def char_last_space(ctx: PatternContext) -> np.ndarray:
     """Each character attends to the nearest space before it (none yet: self fallback)."""
     m = _masks(characters(ctx, "char_last_space"))
     return _nearest_before(m["space"], m["char"])
 
 
-@_registered("char_next_space", "#74c476", "the next space after it")
+@_registered("char_next_space", "#80cdc1", "the next space after it")
 def char_next_space(ctx: PatternContext) -> np.ndarray:
     """Each character attends to the nearest space after it (encoders only: a decoder's causal
     mask leaves every row to the self fallback)."""
@@ -227,7 +227,7 @@ def char_word_start(ctx: PatternContext) -> np.ndarray:
     return out
 
 
-@_registered("char_last_punct", "#a63603", "the last punctuation mark before it")
+@_registered("char_last_punct", "#bf812d", "the last punctuation mark before it")
 def char_last_punct(ctx: PatternContext) -> np.ndarray:
     """Each character attends to the nearest punctuation character before it (none: self)."""
     m = _masks(characters(ctx, "char_last_punct"))
@@ -268,7 +268,7 @@ def _vowel_pattern(kind: Literal["vowel", "consonant"], language: str) -> Patter
         description=f"Each character attends to the nearest {kind} before it ({lang}: vowels "
         f"are {rule})",
         fn=fn,
-        color={"vowel": "#c51b8a", "consonant": "#7a0177"}[kind],
+        color={"vowel": "#c51b8a", "consonant": "#f1b6da"}[kind],
         phrase=f"the last {kind} before it",
     )
 

@@ -318,9 +318,18 @@ def plot_char_head(
 
 
 def _color_of(label: str) -> str:
-    """A label's colour, looked up by name exactly as `viz.plot_best_fit_grid` does, so a head
-    has the same colour in this figure and in the single-model grid."""
-    return pattern_color(label)
+    """A label's colour: its pattern's own curated colour, opt-in patterns included.
+
+    `viz.pattern_color` given a *name* looks in the default registry only, so until it also
+    looks in `patterns.OPT_IN` a single-model grid shows charlevel patterns in colours derived
+    from their names (too alike to tell apart on a poster), not these.
+    """
+    from attn_tools.patterns import PatternError, get_pattern
+
+    try:
+        return pattern_color(get_pattern(label))
+    except PatternError:  # "none", or a user pattern no longer registered
+        return pattern_color(label)
 
 
 def _draw_grid(ax: Any, best: Any, heading: str) -> dict[str, int]:
