@@ -42,6 +42,7 @@ from attn_tools.patterns.context import (
 from attn_tools.text import Parse, align, parse
 
 __all__ = [
+    "OPT_IN",
     "REGISTRY",
     "Pattern",
     "PatternContext",
@@ -59,7 +60,9 @@ __all__ = [
     "shuffled",
 ]
 
-Family = Literal["positional", "lexical", "linguistic", "special", "character", "baseline", "user"]
+Family = Literal[
+    "positional", "lexical", "linguistic", "special", "character", "charlevel", "baseline", "user"
+]
 
 
 class PatternError(ValueError):
@@ -106,6 +109,10 @@ class Pattern:
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 REGISTRY: dict[str, Pattern] = {}
+#: opt-in patterns (the ``charlevel`` family): found by name (`get_pattern`) and by family
+#: (``list_patterns("charlevel")``) but not in the default set (``resolve_patterns(None)``,
+#: ``list_patterns()``), so analyses of word-piece models never score them by accident
+OPT_IN: dict[str, Pattern] = {}
 _FACTORIES: dict[str, tuple[Callable[..., Pattern], str]] = {}
 
 
@@ -162,6 +169,8 @@ def get_pattern(name: str | Pattern) -> Pattern:
         return name
     if name in REGISTRY:
         return REGISTRY[name]
+    if name in OPT_IN:
+        return OPT_IN[name]
     if name in _MADE:
         return _MADE[name]
     m = _PARAM.match(name)
@@ -169,13 +178,17 @@ def get_pattern(name: str | Pattern) -> Pattern:
         made = _FACTORIES[m.group(1)][0](m.group(2).strip())
         if made.name in REGISTRY:  # "offset( 2 )" is the registered "offset(2)"
             made = REGISTRY[made.name]
+        elif made.name in OPT_IN:
+            made = OPT_IN[made.name]
         _MADE[name] = _MADE.setdefault(made.name, made)
         return _MADE[name]
     known = ", ".join(sorted(REGISTRY)[:12])
     params = ", ".join(ex for _, ex in _FACTORIES.values())
+    opt_in = sorted({p.family for p in OPT_IN.values()})
     raise PatternError(
         f"unknown pattern {name!r}. Known: {known}, ... (see list_patterns()); "
-        f"parametrised: {params}."
+        f"parametrised: {params}; opt-in families: {', '.join(opt_in) or 'none'} "
+        "(list_patterns(family))."
     )
 
 
@@ -194,8 +207,11 @@ def resolve_patterns(patterns: Iterable[str | Pattern] | str | Pattern | None) -
 
 
 def list_patterns(family: str | None = None) -> list[Pattern]:
-    """Registered patterns (optionally of one family), in registration order."""
-    return [p for p in REGISTRY.values() if family is None or p.family == family]
+    """Registered patterns in registration order: the default set, or every pattern of one
+    ``family`` (opt-in families such as ``"charlevel"`` are listed only when named)."""
+    if family is None:
+        return list(REGISTRY.values())
+    return [p for p in (*REGISTRY.values(), *OPT_IN.values()) if p.family == family]
 
 
 # ----------------------------------------------------------------------------- contexts

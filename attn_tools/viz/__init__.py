@@ -12,7 +12,7 @@ metrics, `score_cmap`). Rows a pattern leaves empty (its self fallback) are grey
 (`draw_fallback_rows`); titles that hold a model name wrap to the figure (`fit_text`).
 
 Modules: `canvas` (figures, saving, token ticks, metric labels), `matrices`, `tables`, `grid`,
-`colors`, `syntax` (Clark-style syntax table and head map), `stats` (head types, layer
+`colors`, `charlm` (character models, language comparison, Hebrew right to left), `syntax` (Clark-style syntax table and head map), `stats` (head types, layer
 progression, generation traces), `causal` (ablation, attribution, explains_head, logit
 lens). Writing a whole set of figures and tables is `attn_tools.report.write_figures`.
 
@@ -54,6 +54,13 @@ from attn_tools.viz.causal import (
     plot_explains,
     plot_logit_lens,
 )
+from attn_tools.viz.charlm import (
+    bidi_text,
+    display_text,
+    missing_glyphs,
+    plot_char_head,
+    plot_language_comparison,
+)
 from attn_tools.viz.colors import NONE_COLOR, NONE_LABEL, pattern_color, pattern_table
 from attn_tools.viz.grid import MAX_TIED_COLORS, best_fit_title, head_labels, plot_best_fit_grid
 from attn_tools.viz.matrices import (
@@ -87,6 +94,11 @@ from attn_tools.viz.tables import (
 )
 
 __all__ = [
+    "bidi_text",
+    "display_text",
+    "missing_glyphs",
+    "plot_char_head",
+    "plot_language_comparison",
     "plot_ablation_matrix",
     "plot_attribution",
     "plot_explains",
