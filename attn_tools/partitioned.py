@@ -89,10 +89,9 @@ def read_partitioned(folder: str | Path) -> pd.DataFrame:
         part = pd.read_parquet(path)
         part[by] = path.parent.name.split("=", 1)[1]
         parts.append(part)
-    if not parts:
-        table = pd.DataFrame({c: pd.Series(dtype=meta["dtypes"][c]) for c in meta["columns"]})
-        return table
-    table = pd.concat(parts, ignore_index=True)
+    if not parts and meta["rows"] == 0:
+        return pd.DataFrame({c: pd.Series(dtype=meta["dtypes"][c]) for c in meta["columns"]})
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(table) != meta["rows"]:
         raise ValueError(
             f"{folder} holds {len(table)} rows, {meta['rows']} were written. Fix: write the "
