@@ -1,7 +1,7 @@
 """`attn-tools score` in 1 process vs `torchrun --nproc_per_node 2` (gloo, CPU) on the same corpus.
 
 Both runs are real launches with a fresh attention cache each (so extraction is computed, not
-read back). Prints, for each: wall time of the whole command (start-up and model load included),
+read back), one torch thread per process. Prints, for each: wall time of the whole command (start-up and model load included),
 the scoring phase (extract + score + checkpoints; the slowest rank), sentences/s of that phase,
 the 2-vs-1 throughput ratio (the reference is the 1-process run of this same invocation), and the
 largest difference between the two score tables. Then the scaling expected on N GPUs, from the
@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _launch(cmd: list[str], cache: Path) -> float:
-    # the single process keeps torch's own thread count (all cores); torchrun gives each worker
-    # OMP_NUM_THREADS=1 by itself, so each side runs as a user would run it
-    env = dict(os.environ, ATTN_TOOLS_CACHE=str(cache), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1")  # fmt: skip
+    # one thread per process on both sides (torchrun's own default for its workers): the ratio
+    # then measures data parallelism, not torch's intra-op threads fighting over shared cores
+    # (left to its defaults, the single process ran 2.5x slower on this busy machine, run to run)
+    env = dict(os.environ, ATTN_TOOLS_CACHE=str(cache), OMP_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")  # fmt: skip
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     models = Path(os.environ.get("ATTN_TOOLS_CACHE", Path.home() / ".cache/attn_tools")) / "models"
     if models.is_dir() and not (cache / "models").exists():
