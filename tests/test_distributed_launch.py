@@ -203,8 +203,12 @@ records = extract(load_model("minilm", device="cpu"), texts, batch_size=4, progr
 table = score_heads(records, ["previous_token", "first_token", "self", "punctuation"],
                     per_sentence=True)
 table.to_parquet(f"{sys.argv[2]}/table-{w.rank}.parquet")
+# one sentence for two ranks: rank 1's shard is empty and it must still take part
+one = score_heads(extract(load_model("minilm", device="cpu"), texts[:1], progress=False),
+                  ["previous_token", "self"])
 json.dump({"rank": w.rank, "world_size": w.world_size, "texts": [r.text for r in records],
-           "partial_state_processes": partial, "n_records": table.attrs["n_records"]},
+           "partial_state_processes": partial, "n_records": table.attrs["n_records"],
+           "one": [one.attrs["n_records"], int(one.n_sentences.max()), one["mean"].tolist()]},
           open(f"{sys.argv[2]}/rank-{w.rank}.json", "w"))
 """
 
@@ -226,6 +230,10 @@ def test_torchrun_python_api_scores_each_sentence_once(minilm, corpus, tmp_path)
     )
     assert ranks[0]["texts"] == texts[0::2] and ranks[1]["texts"] == texts[1::2]
     assert [r["n_records"] for r in ranks] == [N_SENTENCES, N_SENTENCES]
+    one = score_heads(extract(minilm, texts[:1], progress=False), ["previous_token", "self"])
+    for r in ranks:  # the rank with no sentence gets the same one-sentence table
+        assert r["one"][:2] == [1, 1]
+        assert r["one"][2] == one["mean"].tolist()
     print("accelerate PartialState() reported", ranks[0]["partial_state_processes"], "processes")
     single = score_heads(
         extract(minilm, texts, progress=False),
