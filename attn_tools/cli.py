@@ -381,7 +381,10 @@ def _is_main() -> bool:
 
 def _rank0_only(command: str) -> bool:
     """True on the ranks > 0 of a torchrun launch, after saying that rank 0 does the work."""
+    from attn_tools.distributed import work_alone
+
     if _is_main():
+        work_alone()  # rank 0 extracts every sentence itself
         return False
     print(f"attn-tools {command}: not sharded yet; rank 0 runs it alone (docs/distributed.md)")
     return True

@@ -46,12 +46,14 @@ __all__ = [
     "default_device",
     "reduce_scorer",
     "shard_sentences",
+    "work_alone",
     "world",
 ]
 
 Launcher = Literal["single", "torchrun", "accelerate", "env"]
 
 _GROUP: Any = None  # the gloo group of the reduction (None: the default group is gloo)
+_ALONE = False  # set by work_alone(): this process shards nothing
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,16 @@ def barrier(w: World | None = None) -> None:
 # ----------------------------------------------------------------------------- sharding
 
 
+def work_alone() -> None:
+    """From now on this process shards nothing and waits for no other rank.
+
+    For a command that rank 0 runs by itself under torchrun while the other ranks exit (the CLI's
+    ``stats`` and ``ablate``): without it, its ``extract`` calls would keep only rank 0's share.
+    """
+    global _ALONE
+    _ALONE = True
+
+
 @dataclass(frozen=True)
 class Shard:
     """The sentences of one rank: corpus numbers ``rank, rank + world_size, ...``.
@@ -212,7 +224,7 @@ def shard_sentences(
     None)`` unchanged in a single process. A stream is read lazily, keeping every
     ``world_size``-th line."""
     w = world() if w is None else w
-    if not w.distributed:
+    if not w.distributed or _ALONE:
         return sentences, None
     if isinstance(sentences, str):
         sentences = [sentences]

@@ -166,3 +166,14 @@ def test_score_run_resumes_and_refuses_another_runs_progress(minilm, story_sente
         score_run(minilm, texts[:8], tmp_path)
     config = json.loads((ckpt.parent / "config.json").read_text())
     assert config["world_size"] == 1 and config["n_sentences"] == 8
+
+
+def test_work_alone_turns_sharding_off(monkeypatch):
+    import attn_tools.distributed as dist
+
+    texts = ["one.", "two.", "three."]
+    w = World(0, 2, 0, "env", "gloo")
+    assert shard_sentences(texts, w)[0] == ["one.", "three."]
+    monkeypatch.setattr(dist, "_ALONE", False)
+    dist.work_alone()  # what the CLI's rank-0-only commands call
+    assert shard_sentences(texts, w) == (texts, None)
