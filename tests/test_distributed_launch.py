@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # real process groups: a minute per launch on 2 busy cores
 N_SENTENCES = 14
 
 
@@ -188,7 +189,7 @@ def test_killed_single_process_run_resumes_bit_exactly(minilm, corpus, reference
 
 SCRIPT = """
 import json, sys
-from attn_tools import extract, load_model
+from attn_tools import extract, iter_extract, load_model
 from attn_tools.distributed import world
 from attn_tools.scoring import score_heads
 
@@ -203,6 +204,13 @@ records = extract(load_model("minilm", device="cpu"), texts, batch_size=4, progr
 table = score_heads(records, ["previous_token", "first_token", "self", "punctuation"],
                     per_sentence=True)
 table.to_parquet(f"{sys.argv[2]}/table-{w.rank}.parquet")
+# a stream of unknown length: each rank reads every other line of the file
+with open(sys.argv[1]) as lines:
+    stream = iter_extract(load_model("minilm", device="cpu"), (t.strip() for t in lines),
+                          progress=False)
+    streamed = score_heads(stream, ["previous_token", "first_token", "self", "punctuation"],
+                           per_sentence=True)
+streamed.to_parquet(f"{sys.argv[2]}/streamed-{w.rank}.parquet")
 # one sentence for two ranks: rank 1's shard is empty and it must still take part
 one = score_heads(extract(load_model("minilm", device="cpu"), texts[:1], progress=False),
                   ["previous_token", "self"])
@@ -240,8 +248,8 @@ def test_torchrun_python_api_scores_each_sentence_once(minilm, corpus, tmp_path)
         ["previous_token", "first_token", "self", "punctuation"],
         per_sentence=True,
     )
-    for rank in (0, 1):
-        got = pd.read_parquet(tmp_path / f"table-{rank}.parquet")
+    for name in ("table-0", "table-1", "streamed-0", "streamed-1"):
+        got = pd.read_parquet(tmp_path / f"{name}.parquet")
         # per-sentence rows merged in sentence order, sums re-added in that order: identical
         assert got.drop(columns="per_sentence").equals(single.drop(columns="per_sentence"))
         assert all(
