@@ -32,7 +32,9 @@ The rule for empty and NaN rows (never silent):
   ``abs``); a head with no attention left on the kept cells gets NaN for ``mul``.
 
 Engine: per sentence, all heads ``[L·H, n, n]`` against all distinct predictions ``[P, n, n]`` in
-one vectorised expression (see `attn_tools.scoring.metrics.row_values`).
+one vectorised expression (see `attn_tools.scoring.metrics.row_values`). `HeadScorer` is the
+streaming form behind `score_heads`: its running sums can be checkpointed and merged, which is what
+resumable and data-parallel runs (`attn_tools.runs`, `attn_tools.distributed`) build on.
 """
 
 from __future__ import annotations
