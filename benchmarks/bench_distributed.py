@@ -71,7 +71,8 @@ def main() -> None:
     (w1, s1, e1, t1), (w2, s2, e2, t2) = runs.values()
     n = e1["n_sentences"]
     print(f"{n} sentences from {args.sentences!r}, model {args.model}, "
-          f"{os.cpu_count()} CPU cores (shared)")  # fmt: skip
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end "
+          "(above 0 the ranks share their cores with other work: the ratio drops)")  # fmt: skip
     for label, (wall, secs, entry, _) in runs.items():
         print(f"  {label:<12} wall {wall:6.1f} s   scoring phase {secs:6.1f} s "
               f"({n / secs:5.1f} sent/s)   sentences per rank {entry['sentences_per_rank']}")  # fmt: skip
