@@ -98,10 +98,12 @@ def _direction(metric: str) -> str:
 
 def _extract(model: str, sentences: str, batch_size: int, progress: bool):
     from attn_tools.data import load_sentences
+    from attn_tools.distributed import default_device
     from attn_tools.extract import extract
     from attn_tools.models import load_model
 
-    bundle = load_model(model)
+    # under torchrun: this rank's GPU, and extract() keeps only this rank's sentences
+    bundle = load_model(model, device=default_device())
     texts = load_sentences(sentences)
     t0 = time.perf_counter()
     # the finished bar stays on screen in a terminal: how many sentences, how long
@@ -162,26 +164,27 @@ def _drop_suffix(args: argparse.Namespace) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from attn_tools.report import (
-        RANKING_NOTE,
-        file_slug,
-        score_tables,
-        top_heads_by_family,
-        write_table,
-    )  # fmt: skip
+    from attn_tools.data import load_sentences
+    from attn_tools.distributed import default_device
+    from attn_tools.models import load_model
+    from attn_tools.report import RANKING_NOTE, top_heads_by_family
+    from attn_tools.runs import score_run, write_score_run
 
     out = Path(args.out)
     for model in args.model or DEFAULT_MODELS:
-        bundle, records, _ = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        scores, ranked = score_tables(
-            records, metric=args.metric, drop_keys=_drop(args), progress=not args.quiet
-        )
-        slug = f"{file_slug(bundle.name)}_{args.metric}" + _drop_suffix(args)
-        paths = write_table(scores, out, f"scores_{slug}")
-        paths += write_table(ranked, out, f"scores_{slug}_own_rows")
+        bundle = load_model(model, device=default_device())
+        run = score_run(
+            bundle, load_sentences(args.sentences), out, metric=args.metric,
+            drop_keys=_drop(args), batch_size=args.batch_size,
+            checkpoint_every=args.checkpoint_every, per_sentence=args.per_sentence,
+            fresh=args.fresh, progress=not args.quiet,
+        )  # fmt: skip
+        if not run.world.is_main:  # one writer: rank 0
+            continue
+        paths = write_score_run(run, out)
         note = f"{args.metric}, {_direction(args.metric)}, {RANKING_NOTE}"
         print(f"\n== {bundle.name}: top {args.top} heads per pattern ({note})")
-        print(top_heads_by_family(ranked, k=args.top))
+        print(top_heads_by_family(run.own_rows, k=args.top))
         print("wrote " + ", ".join(map(str, paths)))
     return 0
 
@@ -200,12 +203,16 @@ def cmd_figures(args: argparse.Namespace) -> int:
             contexts=contexts,
         )  # fmt: skip
         folder = out / (file_slug(bundle.name) + _drop_suffix(args))
+        # under torchrun every rank takes part in the reductions inside label_heads ...
+        best = label_heads(records, metric=args.metric, drop_keys=_drop(args), contexts=contexts)
+        if not _is_main():  # ... and rank 0 alone draws (examples from its own sentences)
+            continue
         # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
         written = write_figures(
             records, ranked, folder, model_name=bundle.name, formats=args.format,
             shared_range=args.shared_range, patterns=args.patterns, progress=not args.quiet,
             workers=args.workers,
-            best=label_heads(records, metric=args.metric, drop_keys=_drop(args), contexts=contexts),
+            best=best,
         )  # fmt: skip
         print(f"{bundle.name}: wrote {len(written)} files under {folder}")
     return 0
@@ -389,9 +396,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_main() -> bool:
+    from attn_tools.distributed import world
+
+    return world().is_main
+
+
+def _rank0_only(command: str) -> bool:
+    """True on the ranks > 0 of a torchrun launch, after saying that rank 0 does the work."""
+    from attn_tools.distributed import work_alone
+
+    if _is_main():
+        work_alone()  # rank 0 extracts every sentence itself
+        return False
+    print(f"attn-tools {command}: not sharded yet; rank 0 runs it alone (docs/distributed.md)")
+    return True
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from attn_tools.stats import HeadTypeThresholds, write_stats
 
+    if _rank0_only("stats"):
+        return 0
     thresholds = HeadTypeThresholds(args.positional, args.focused, args.broad)
     for model in args.model or DEFAULT_MODELS:
         paths = write_stats(
@@ -434,6 +460,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from attn_tools.interventions.outputs import write_ablation
     from attn_tools.models import load_model
 
+    if _rank0_only("ablate"):
+        return 0
     texts = load_sentences(args.sentences, limit=args.limit, progress=False)
     table, paths = write_ablation(load_model(args.model), texts, args.out, method=args.method)
     top = table.sort_values("delta_loss", ascending=False).head(args.top)
@@ -498,7 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drop_keys(sp)
     sp.add_argument("--top", type=int, default=3, help="heads printed per pattern")
-    sp.add_argument("--out", default="outputs", help="folder for the score tables")
+    sp.add_argument(
+        "--out", default="outputs", help="run folder: tables, run.json, progress (resumable)"
+    )
+    sp.add_argument(
+        "--checkpoint-every", type=int, default=32, help="sentences per checkpoint of a rank"
+    )
+    sp.add_argument(
+        "--fresh", action="store_true", help="discard the progress of an earlier run in --out"
+    )
+    sp.add_argument(
+        "--per-sentence",
+        action="store_true",
+        help="also every sentence's score (partitioned Parquet; memory grows with the corpus)",
+    )
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("figures", help="poster figures per model")

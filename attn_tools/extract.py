@@ -431,6 +431,7 @@ def iter_extract(
     prepend_bos: bool | None = None,
     progress: bool | Mapping[str, Any] = True,
     max_attention_bytes: int = 4 * 1024**3,
+    shard: bool | None = None,
 ) -> Iterator[SentenceAttention]:
     """Yield one `SentenceAttention` per sentence, in input order, streaming.
 
@@ -454,6 +455,10 @@ def iter_extract(
         max_attention_bytes: refuse a sentence whose float32 ``[L, H, n, n]`` attention would
             exceed this (default 4 GiB) with an error that names it, instead of running out of
             memory (SmolLM2 reaches 4 GiB at about 2,000 tokens).
+        shard: under ``torchrun``/``accelerate launch`` (``WORLD_SIZE > 1``) the default (None)
+            extracts only this rank's sentences (``i % world_size == rank``) and marks the
+            stream with its shard, so `score_heads` reduces over ranks (see
+            `attn_tools.distributed`); False extracts every sentence on every rank.
 
     Raises:
         TypeError: ``bundle`` is not a `ModelBundle` or ``sentences`` is not an iterable of
@@ -472,9 +477,15 @@ def iter_extract(
     use_bos = bundle.kind == "causal" if prepend_bos is None else bool(prepend_bos)
     settings = {"max_length": limit, "prepend_bos": use_bos}
     root = _resolve_root(cache)
-    return _stream(
+    part = None
+    if shard is None or shard:
+        from attn_tools.distributed import ShardedStream, shard_sentences
+
+        sentences, part = shard_sentences(sentences)
+    stream = _stream(
         bundle, sentences, batch_size, root, limit, use_bos, settings, progress, max_attention_bytes
     )
+    return stream if part is None else ShardedStream(stream, part)
 
 
 def _stream(
@@ -561,11 +572,13 @@ def extract(
     prepend_bos: bool | None = None,
     progress: bool | Mapping[str, Any] = True,
     max_attention_bytes: int = 4 * 1024**3,
+    shard: bool | None = None,
 ) -> list[SentenceAttention]:
     """Extract attention for sentences; a list of `SentenceAttention` in input order.
 
     A single string is treated as one sentence. See `iter_extract` for the arguments and for
-    streaming over corpora too large to hold.
+    streaming over corpora too large to hold. Under ``torchrun`` the list holds this rank's
+    sentences only (``shard``, see `iter_extract`).
 
     Example:
         >>> recs = extract(load_model("minilm"), ["The cat sat on the mat."])
@@ -574,15 +587,20 @@ def extract(
     """
     if isinstance(sentences, str):
         sentences = [sentences]
-    return list(
-        iter_extract(
-            bundle,
-            sentences,
-            batch_size=batch_size,
-            cache=cache,
-            max_length=max_length,
-            prepend_bos=prepend_bos,
-            progress=progress,
-            max_attention_bytes=max_attention_bytes,
-        )
+    stream = iter_extract(
+        bundle,
+        sentences,
+        batch_size=batch_size,
+        cache=cache,
+        max_length=max_length,
+        prepend_bos=prepend_bos,
+        progress=progress,
+        max_attention_bytes=max_attention_bytes,
+        shard=shard,
     )
+    part = getattr(stream, "shard", None)
+    if part is None:
+        return list(stream)
+    from attn_tools.distributed import ShardedRecords
+
+    return ShardedRecords(stream, part)

@@ -40,8 +40,8 @@ from attn_tools.scoring.metrics import (
 # The engine needs pandas and the patterns; the registry alone (for the CLI's choices) does not.
 _ENGINE = frozenset(
     {
-        "MEANING_COLUMNS", "SCORE_COLUMNS", "DropKeys", "Level", "Metric", "Rows", "dropped_keys",
-        "drop_keys_label", "score_heads", "score_pair",
+        "MEANING_COLUMNS", "SCORE_COLUMNS", "DropKeys", "HeadScorer", "Level", "Metric", "Rows",
+        "dropped_keys", "drop_keys_label", "score_heads", "score_pair",
     }
 )  # fmt: skip
 
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         MEANING_COLUMNS,
         SCORE_COLUMNS,
         DropKeys,
+        HeadScorer,
         Level,
         Metric,
         Rows,
@@ -74,6 +75,7 @@ __all__ = [
     "METRICS",
     "SCORE_COLUMNS",
     "DropKeys",
+    "HeadScorer",
     "Level",
     "Metric",
     "MetricSpec",

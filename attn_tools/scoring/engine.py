@@ -32,14 +32,16 @@ The rule for empty and NaN rows (never silent):
   ``abs``); a head with no attention left on the kept cells gets NaN for ``mul``.
 
 Engine: per sentence, all heads ``[L·H, n, n]`` against all distinct predictions ``[P, n, n]`` in
-one vectorised expression (see `attn_tools.scoring.metrics.row_values`).
+one vectorised expression (see `attn_tools.scoring.metrics.row_values`). `HeadScorer` is the
+streaming form behind `score_heads`: its running sums can be checkpointed and merged, which is what
+resumable and data-parallel runs (`attn_tools.runs`, `attn_tools.distributed`) build on.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -57,6 +59,7 @@ from attn_tools.scoring.metrics import ScoreOptions, _log_base, get_metric
 from attn_tools.text import pool_patterns, pooling_matrices
 
 __all__ = [
+    "HeadScorer",
     "MEANING_COLUMNS",
     "SCORE_COLUMNS",
     "dropped_keys",
@@ -210,6 +213,8 @@ class _Accumulator:
     support_sentences: np.ndarray = field(init=False)
     rows: int = 0
     sentences: list[np.ndarray] = field(default_factory=list)
+    #: the corpus number of each entry of ``sentences`` (they are ordered by it in the table)
+    order: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         shape = (self.n_layers * self.n_heads, self.n_patterns)
@@ -219,7 +224,9 @@ class _Accumulator:
         self.predicted_rows = np.zeros(self.n_patterns, dtype=np.int64)
         self.support_sentences = np.zeros(self.n_patterns, dtype=np.int64)
 
-    def add(self, scores: np.ndarray, mass: np.ndarray, drop: np.ndarray | None) -> None:
+    def add(
+        self, scores: np.ndarray, mass: np.ndarray, drop: np.ndarray | None, number: int
+    ) -> None:
         own = mass if drop is None else mass & ~drop[None, :]
         self.predicted_rows += own.sum(axis=-1)
         self.support_sentences += own.any(axis=-1)
@@ -231,6 +238,63 @@ class _Accumulator:
         self.count += ok
         if self.keep_sentences:
             self.sentences.append(scores.astype(np.float64))
+            self.order.append(int(number))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every running sum as an array (the checkpoint format)."""
+        M, Q = self.total.shape
+        return {
+            "shape": np.array([self.n_layers, self.n_heads, self.n_patterns, self.rows]),
+            "total": self.total,
+            "total_sq": self.total_sq,
+            "count": self.count,
+            "predicted_rows": self.predicted_rows,
+            "support_sentences": self.support_sentences,
+            "sentences": np.stack(self.sentences) if self.sentences else np.zeros((0, M, Q)),
+            "order": np.asarray(self.order, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], keep_sentences: bool) -> _Accumulator:
+        L, H, Q, rows = (int(v) for v in arrays["shape"])
+        acc = cls(L, H, Q, keep_sentences)
+        acc.rows = rows
+        for name in ("total", "total_sq", "count", "predicted_rows", "support_sentences"):
+            setattr(acc, name, np.array(arrays[name], dtype=getattr(acc, name).dtype))
+        if keep_sentences:
+            acc.sentences = [np.array(x, dtype=np.float64) for x in arrays["sentences"]]
+            acc.order = [int(i) for i in arrays["order"]]
+        return acc
+
+    def resum(self) -> None:
+        """Recompute the float sums from the per-sentence scores, adding them in corpus order
+        (the order a single process adds them in, so the sums come out identical)."""
+        order = np.argsort(self.order, kind="stable")
+        self.sentences = [self.sentences[k] for k in order]
+        self.order = [self.order[k] for k in order]
+        self.total = np.zeros_like(self.total)
+        self.total_sq = np.zeros_like(self.total_sq)
+        self.count = np.zeros_like(self.count)
+        for scores in self.sentences:
+            ok = np.isfinite(scores)
+            vals = np.where(ok, scores, 0.0)
+            self.total += vals
+            self.total_sq += vals * vals
+            self.count += ok
+
+    def merge(self, other: _Accumulator) -> None:
+        if (other.n_layers, other.n_heads, other.n_patterns) != (
+            self.n_layers, self.n_heads, self.n_patterns
+        ):  # fmt: skip
+            raise ValueError("cannot merge running sums of different head or pattern counts")
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.count += other.count
+        self.predicted_rows += other.predicted_rows
+        self.support_sentences += other.support_sentences
+        self.rows += other.rows
+        self.sentences.extend(other.sentences)
+        self.order.extend(other.order)
 
 
 def _check_record(rec: Any, index: int) -> np.ndarray:
@@ -408,12 +472,25 @@ def score_heads(
         >>> df = score_heads(extract(load_model("minilm"), load_sentences("story")))
         >>> df.sort_values("mean").head(3)   # the best-fitting (head, pattern) pairs by JSD
     """
-    spec = get_metric(metric)
-    if level not in ("token", "word"):
-        raise ValueError(f"level must be 'token' or 'word', got {level!r}")
-    if rows not in ("all", "scored"):
-        raise ValueError(f"rows must be 'all' or 'scored', got {rows!r}")
-    _log_base(base)
+    scorer = HeadScorer(
+        patterns, metric=metric, level=level, rows=rows, per_sentence=per_sentence, base=base,
+        exclude_bos=exclude_bos, exclude_current_token=exclude_current_token, decimals=decimals,
+        drop_keys=drop_keys,
+    )  # fmt: skip
+    _check_records_arg(records)
+    # records of a data-parallel run (`attn_tools.distributed`) know their shard: each rank scores
+    # its own sentences and the running sums are reduced, so every rank gets the whole table
+    shard = getattr(records, "shard", None)
+    indices = None if shard is None else shard.indices
+    scorer.update(records, contexts, indices=indices, progress=progress, chunk_size=chunk_size)
+    if shard is not None:
+        from attn_tools.distributed import reduce_scorer
+
+        reduce_scorer(scorer, shard)
+    return scorer.table(warn_stacklevel=3)
+
+
+def _check_records_arg(records: Any) -> None:
     if hasattr(records, "attention"):
         raise TypeError("records is a single record, not a list of them. Fix: pass [record].")
     if records is None or isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
@@ -421,97 +498,219 @@ def score_heads(
             f"records is {type(records).__name__} ({records!r:.60}), not a list of "
             "SentenceAttention. Fix: pass the output of attn_tools.extract()."
         )
-    pats = resolve_patterns(patterns)
-    if not pats:
-        raise ValueError("no patterns to score. Fix: pass pattern names or leave patterns=None.")
-    raw = spec.raw
-    need_parse = level == "word" or any(p.needs_parse for p in pats)
-    opt = ScoreOptions(metric, rows, base, exclude_bos, exclude_current_token, decimals)
-    if not (drop_keys is None or callable(drop_keys) or drop_keys in _DROP_CHOICES):
-        raise ValueError(
-            f"drop_keys must be None, one of {list(_DROP_CHOICES)} or a callable ctx -> bool[n], "
-            f"got {drop_keys!r}"
-        )
 
-    accs: dict[str, _Accumulator] = {}
-    dropped = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        total = len(records) if isinstance(records, Sequence) else None
-        bar = tqdm(total=total, desc=f"scoring · {metric}", unit="sent", leave=False)
-    index = 0
-    try:
-        for chunk in _chunks(records, contexts, chunk_size):
-            recs = [r for r, _ in chunk]
-            ctxs = [c for _, c in chunk]
-            for offset, rec in enumerate(recs):  # before spaCy sees a bad record
-                _check_record(rec, index + offset)
-            if any(c is None for c in ctxs):
-                ctxs = build_contexts(recs, with_parse=need_parse)
-            for rec, ctx in zip(recs, ctxs):
-                att = _check_record(rec, index)
-                if ctx.text != rec.text or ctx.n != len(rec.tokens):
-                    raise ValueError(
-                        f"context {index} is for {ctx.text[:40]!r}, record for {rec.text[:40]!r}. "
-                        "Fix: pass contexts in the same order as the records."
-                    )
-                L, H = att.shape[:2]
-                acc = accs.get(rec.model)
-                if acc is None:
-                    acc = accs[rec.model] = _Accumulator(L, H, len(pats), per_sentence)
-                elif (acc.n_layers, acc.n_heads) != (L, H):
-                    raise ValueError(
-                        f"record {index} of {rec.model!r} has {L}×{H} heads, earlier ones "
-                        f"{acc.n_layers}×{acc.n_heads}; records of one model must agree."
-                    )
-                A, P, mass, drop = _sentence_inputs(att, ctx, pats, raw, level, drop_keys)
-                scores, lost = _score_unique(A, P, mass, replace(opt, drop=drop))
-                dropped += lost
-                acc.add(scores, mass, drop)
-                index += 1
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    if index == 0:
-        raise ValueError("score_heads got no records. Fix: pass the output of extract().")
-    if dropped:
-        warnings.warn(
-            f"{dropped} attention rows had no mass on the kept keys (exclude_bos="
-            f"{exclude_bos}, exclude_current_token={exclude_current_token}) and were left out of "
-            "the row means; see df.attrs['dropped_attention_rows'].",
-            stacklevel=2,
+class HeadScorer:
+    """The streaming form of `score_heads`: feed records in pieces, save or merge, then `table`.
+
+    Holds only running sums per (model, head, pattern), so it can be checkpointed (`state` /
+    `load_state`) and combined with scorers that saw other sentences (`merge`): the merged table
+    equals the one `score_heads` gives on all the sentences (integer counts exactly, float64 sums
+    up to the order of additions, ~1e-16 relative), with per-sentence rows in sentence order.
+    The arguments are `score_heads`' own.
+
+    Example:
+        >>> a, b = HeadScorer(metric="jsd"), HeadScorer(metric="jsd")
+        >>> a.update(recs[:10]); b.update(recs[10:], indices=range(10, len(recs)))
+        >>> a.merge(b); a.table()   # == score_heads(recs)
+    """
+
+    def __init__(
+        self,
+        patterns: Iterable[str | Pattern] | str | Pattern | None = None,
+        *,
+        metric: Metric = "jsd",
+        level: Level = "token",
+        rows: Rows = "all",
+        per_sentence: bool = False,
+        base: float = 2.0,
+        exclude_bos: bool = False,
+        exclude_current_token: bool = False,
+        decimals: int | None = None,
+        drop_keys: DropKeys = None,
+    ) -> None:
+        spec = get_metric(metric)
+        if level not in ("token", "word"):
+            raise ValueError(f"level must be 'token' or 'word', got {level!r}")
+        if rows not in ("all", "scored"):
+            raise ValueError(f"rows must be 'all' or 'scored', got {rows!r}")
+        _log_base(base)
+        pats = resolve_patterns(patterns)
+        if not pats:
+            raise ValueError(
+                "no patterns to score. Fix: pass pattern names or leave patterns=None."
+            )
+        if not (drop_keys is None or callable(drop_keys) or drop_keys in _DROP_CHOICES):
+            raise ValueError(
+                f"drop_keys must be None, one of {list(_DROP_CHOICES)} or a callable ctx -> "
+                f"bool[n], got {drop_keys!r}"
+            )
+        self.spec = spec
+        self.patterns = list(pats)
+        self.level = level
+        self.per_sentence = per_sentence
+        self.drop_keys = drop_keys
+        self.need_parse = level == "word" or any(p.needs_parse for p in pats)
+        self.options = ScoreOptions(
+            metric, rows, base, exclude_bos, exclude_current_token, decimals
         )
-    settings = {
-        "metric": metric,
-        "rows": "scored" if spec.scored_rows_only else rows,
-        "level": level,
-        "drop_keys": drop_keys_label(drop_keys),
-    }
-    df = _table(accs, pats, settings, per_sentence)
-    df.attrs.update(
-        {
-            "metric": metric,
-            "higher_is_better": spec.higher_is_better,
-            "level": level,
-            "rows": "scored" if spec.scored_rows_only else rows,
-            "base": base,
-            "exclude_bos": exclude_bos,
-            "exclude_current_token": exclude_current_token,
-            "decimals": decimals,
-            "drop_keys": settings["drop_keys"],
-            "n_records": index,
-            "dropped_attention_rows": dropped,
-            "coverage": {
-                model: dict(zip([p.name for p in pats], (acc.predicted_rows / acc.rows).tolist()))
-                for model, acc in accs.items()
-            },
+        self.accs: dict[str, _Accumulator] = {}
+        self.dropped = 0
+        self.n_records = 0
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The settings written in the table's meaning columns."""
+        return {
+            "metric": self.options.metric,
+            "rows": "scored" if self.spec.scored_rows_only else self.options.rows,
+            "level": self.level,
+            "drop_keys": drop_keys_label(self.drop_keys),
         }
-    )
-    return df
+
+    def update(
+        self,
+        records: Iterable[Any],
+        contexts: Iterable[PatternContext] | None = None,
+        *,
+        indices: Iterable[int] | None = None,
+        progress: bool = False,
+        chunk_size: int = 64,
+    ) -> int:
+        """Score ``records`` (and their ``contexts``, if built) into the running sums.
+
+        ``indices`` numbers the records in the whole corpus (default: on from the records seen
+        so far); per-sentence rows are ordered by it. Returns how many records were scored.
+        """
+        _check_records_arg(records)
+        opt, pats, level, drop_keys = self.options, self.patterns, self.level, self.drop_keys
+        numbers = itertools.count(self.n_records) if indices is None else iter(indices)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = len(records) if isinstance(records, Sequence) else None
+            bar = tqdm(total=total, desc=f"scoring · {opt.metric}", unit="sent", leave=False)
+        index = self.n_records
+        try:
+            for chunk in _chunks(records, contexts, chunk_size):
+                recs = [r for r, _ in chunk]
+                ctxs = [c for _, c in chunk]
+                for offset, rec in enumerate(recs):  # before spaCy sees a bad record
+                    _check_record(rec, index + offset)
+                if any(c is None for c in ctxs):
+                    ctxs = build_contexts(recs, with_parse=self.need_parse)
+                for rec, ctx in zip(recs, ctxs):
+                    att = _check_record(rec, index)
+                    if ctx.text != rec.text or ctx.n != len(rec.tokens):
+                        raise ValueError(
+                            f"context {index} is for {ctx.text[:40]!r}, record for "
+                            f"{rec.text[:40]!r}. Fix: pass contexts in the same order as the "
+                            "records."
+                        )
+                    L, H = att.shape[:2]
+                    acc = self.accs.get(rec.model)
+                    if acc is None:
+                        acc = _Accumulator(L, H, len(pats), self.per_sentence)
+                        self.accs[rec.model] = acc
+                    elif (acc.n_layers, acc.n_heads) != (L, H):
+                        raise ValueError(
+                            f"record {index} of {rec.model!r} has {L}×{H} heads, earlier ones "
+                            f"{acc.n_layers}×{acc.n_heads}; records of one model must agree."
+                        )
+                    A, P, mass, drop = _sentence_inputs(
+                        att, ctx, pats, self.spec.raw, level, drop_keys
+                    )
+                    scores, lost = _score_unique(A, P, mass, replace(opt, drop=drop))
+                    self.dropped += lost
+                    acc.add(scores, mass, drop, next(numbers))
+                    index += 1
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        done = index - self.n_records
+        self.n_records = index
+        return done
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The running sums as plain arrays (``np.savez``-able): a checkpoint of this scorer."""
+        out: dict[str, np.ndarray] = {
+            "models": np.array(list(self.accs), dtype=str),
+            "counters": np.array([self.dropped, self.n_records], dtype=np.int64),
+        }
+        for k, acc in enumerate(self.accs.values()):
+            for name, value in acc.arrays().items():
+                out[f"{k}.{name}"] = value
+        return out
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Replace the running sums by a `state` (from a scorer with the same settings)."""
+        self.dropped, self.n_records = (int(v) for v in state["counters"])
+        self.accs = {
+            str(model): _Accumulator.from_arrays(
+                {key.split(".", 1)[1]: v for key, v in state.items() if key.startswith(f"{k}.")},
+                self.per_sentence,
+            )
+            for k, model in enumerate(state["models"])
+        }
+        if any(len(acc.total[0]) != len(self.patterns) for acc in self.accs.values()):
+            raise ValueError(
+                f"the saved state scores a different number of patterns than the "
+                f"{len(self.patterns)} asked for. Fix: resume with the same patterns."
+            )
+
+    def merge(self, other: HeadScorer) -> None:
+        """Add the sentences ``other`` scored (same settings, other sentences) to this one."""
+        if other.settings != self.settings or [p.name for p in other.patterns] != [
+            p.name for p in self.patterns
+        ]:
+            raise ValueError("merge needs two scorers with the same patterns and settings")
+        for model, acc in other.accs.items():
+            mine = self.accs.get(model)
+            if mine is None:
+                self.accs[model] = _Accumulator.from_arrays(acc.arrays(), self.per_sentence)
+            else:
+                mine.merge(acc)
+        self.dropped += other.dropped
+        self.n_records += other.n_records
+
+    def table(self, *, warn_stacklevel: int = 2) -> pd.DataFrame:
+        """The tidy score table of every record fed so far (see `score_heads`' Returns)."""
+        if self.n_records == 0:
+            raise ValueError("score_heads got no records. Fix: pass the output of extract().")
+        opt = self.options
+        if self.dropped:
+            warnings.warn(
+                f"{self.dropped} attention rows had no mass on the kept keys (exclude_bos="
+                f"{opt.exclude_bos}, exclude_current_token={opt.exclude_current_token}) and were "
+                "left out of the row means; see df.attrs['dropped_attention_rows'].",
+                stacklevel=warn_stacklevel,
+            )
+        settings = self.settings
+        names = [p.name for p in self.patterns]
+        df = _table(self.accs, self.patterns, settings, self.per_sentence)
+        df.attrs.update(
+            {
+                "metric": opt.metric,
+                "higher_is_better": self.spec.higher_is_better,
+                "level": self.level,
+                "rows": settings["rows"],
+                "base": opt.base,
+                "exclude_bos": opt.exclude_bos,
+                "exclude_current_token": opt.exclude_current_token,
+                "decimals": opt.decimals,
+                "drop_keys": settings["drop_keys"],
+                "n_records": self.n_records,
+                "dropped_attention_rows": self.dropped,
+                "coverage": {
+                    model: dict(zip(names, (acc.predicted_rows / acc.rows).tolist()))
+                    for model, acc in self.accs.items()
+                },
+            }
+        )
+        return df
 
 
 def _table(
@@ -550,7 +749,8 @@ def _table(
         }
         frame = pd.DataFrame(data)
         if per_sentence:
-            stacked = np.stack(acc.sentences, axis=-1).reshape(M * Q, -1)
+            ordered = [acc.sentences[k] for k in np.argsort(acc.order, kind="stable")]
+            stacked = np.stack(ordered, axis=-1).reshape(M * Q, -1)
             frame["per_sentence"] = list(stacked)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
