@@ -63,6 +63,7 @@ bench: setup
 	$(PY) benchmarks/bench_syntax.py
 	$(PY) benchmarks/bench_probes.py
 	$(PY) benchmarks/bench_demo.py
+	$(PY) benchmarks/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -42,7 +42,7 @@ _SUBMODULES = frozenset(
         "syntax",
         "probes",
         "mixtures", "models", "patterns", "report", "scoring", "text", "viz", "widgets",
-        "stats",
+        "stats", "compare", "distributed", "runs", "partitioned",
     }
 )  # fmt: skip
 

@@ -268,3 +268,14 @@ def test_pointed_hebrew_marks_stay_on_their_letter() -> None:
 def test_unknown_name_points_to_the_opt_in_family() -> None:
     with pytest.raises(PatternError, match=r"unknown pattern 'char_prevous'.*charlevel"):
         get_pattern("char_prevous")
+
+
+def test_the_program_library_refuses_a_charlevel_name(tmp_path):
+    # a saved program named like an opt-in pattern would shadow it once registered
+    from attn_tools.automate.library import UserLibrary
+
+    lib = UserLibrary(tmp_path / "lib")
+    src = "def predict(ctx):\n    return np.eye(ctx.n)\n"
+    with pytest.raises(ValueError, match="built-in pattern name"):
+        lib.add("char_previous", src, "the previous character", {})
+    assert lib.entries == []

@@ -29,7 +29,7 @@ import numpy as np
 from attn_tools._cache import atomic_path, cache_dir
 from attn_tools.automate import _killpoint
 from attn_tools.automate.sandbox import run_program
-from attn_tools.patterns.base import REGISTRY, Pattern, PatternContext, PatternError
+from attn_tools.patterns.base import OPT_IN, REGISTRY, Pattern, PatternContext, PatternError
 
 __all__ = ["LIBRARY_SCHEMA", "LibraryEntry", "UserLibrary", "prefetch", "sandboxed_pattern"]
 
@@ -201,7 +201,7 @@ class UserLibrary:
         of near-duplicates it stands for."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"library names must be identifiers, got {name!r}")
-        if name in REGISTRY and REGISTRY[name].family != "user":
+        if (name in REGISTRY and REGISTRY[name].family != "user") or name in OPT_IN:
             raise ValueError(f"{name!r} is a built-in pattern name; choose another")
         entry = LibraryEntry(
             name=name,

@@ -29,9 +29,9 @@ def _own_color(pattern: str | Pattern) -> str | None:
         pattern = pattern.name
     # the registry (numpy only) holds the built-ins with their colours; a name that is not
     # registered (offset(3), a user or LLM pattern) has none
-    from attn_tools.patterns import REGISTRY
+    from attn_tools.patterns.base import OPT_IN, REGISTRY
 
-    return getattr(REGISTRY.get(pattern), "color", None) or None
+    return getattr(REGISTRY.get(pattern) or OPT_IN.get(pattern), "color", None) or None
 
 
 def _hash_color(name: str) -> str:
