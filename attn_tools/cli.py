@@ -97,12 +97,14 @@ def _direction(metric: str) -> str:
 
 
 def _extract(model: str, sentences: str, batch_size: int, progress: bool):
-    from attn_tools.data import load_sentences
+    from attn_tools.data import iter_sentences, load_sentences
     from attn_tools.extract import extract
     from attn_tools.models import load_model
 
     bundle = load_model(model)
-    texts = load_sentences(sentences)
+    # files and datasets are streamed: a 1M-line corpus is never held as text
+    stream = sentences.startswith("hf:") or Path(sentences).expanduser().is_file()
+    texts = iter_sentences(sentences) if stream else load_sentences(sentences)
     t0 = time.perf_counter()
     # the finished bar stays on screen in a terminal: how many sentences, how long
     records = extract(
