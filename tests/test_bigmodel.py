@@ -182,3 +182,34 @@ def test_batches_are_cut_to_the_cap(minilm):
     assert max(calls) <= 2 and sum(calls) == len(SENTENCES)
     for a, b in zip(recs, capped):
         assert np.abs(a.attention - b.attention).max() <= 1e-5
+
+
+def test_split_model_reads_the_plain_loads_cache(tiny_folders, tmp_path):
+    """Same fingerprint, same cache keys: a split model is served what a plain load cached."""
+    folder = tiny_folders["llama"]
+    plain = load_model(folder, device="cpu")
+    first = extract(plain, SENTENCES, cache=tmp_path / "cache", progress=False)
+    split = _split(folder, plain, tmp_path / "off")
+    calls = []
+    handle = split.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        again = extract(split, SENTENCES, cache=tmp_path / "cache", progress=False)
+    finally:
+        handle.remove()
+    assert calls == []  # every sentence came from the cache
+    assert all(np.array_equal(a.attention, b.attention) for a, b in zip(first, again))
+
+
+@pytest.mark.slow
+def test_real_smollm2_split_over_cpu_and_disk(smollm2, tmp_path):
+    """The real SmolLM2 weights with two thirds of its layers on disk: the same attention."""
+    split = load_model(
+        "smollm2", device_map="auto", max_memory={"cpu": "250MB"}, offload_folder=tmp_path
+    )
+    on_disk = [k for k, v in split.model.hf_device_map.items() if v == "disk"]
+    assert sum(k.startswith("model.layers.") for k in on_disk) >= 10, split.model.hf_device_map
+    assert split.fingerprint == smollm2.fingerprint
+    texts = ["Two owls, then three, then none.", "The lighthouse keeper counted ships."]
+    a = extract(smollm2, texts, cache=False, progress=False)
+    b = extract(split, texts, cache=False, progress=False)
+    assert max(float(np.abs(x.attention - y.attention).max()) for x, y in zip(a, b)) <= 1e-5
