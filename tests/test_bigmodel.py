@@ -7,6 +7,10 @@ the same machinery that splits an 8B model over GPUs, CPU and disk.
 
 from __future__ import annotations
 
+import gc
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -109,9 +113,6 @@ def test_ablation_hooks_fire_on_a_split_model(tiny_folders, tmp_path):
 
 
 def test_temporary_offload_folder_is_removed_with_the_model(tiny_folders):
-    import gc
-    from pathlib import Path
-
     folder = tiny_folders["llama"]
     bundle = _split(folder, load_model(folder, device="cpu"))
     hook_dirs = {
@@ -213,3 +214,14 @@ def test_real_smollm2_split_over_cpu_and_disk(smollm2, tmp_path):
     a = extract(smollm2, texts, cache=False, progress=False)
     b = extract(split, texts, cache=False, progress=False)
     assert max(float(np.abs(x.attention - y.attention).max()) for x, y in zip(a, b)) <= 1e-5
+
+
+def test_a_failed_split_load_leaves_no_offload_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="config.json .* is broken"):
+        load_model(broken, device_map="auto")
+    gc.collect()
+    assert not list(tmp_path.glob("attn_tools_offload_*"))

@@ -31,6 +31,8 @@ __all__ = ["DEVICE_MAP_STRATEGIES", "Placement", "input_device", "plan_placement
 
 #: the named strategies accelerate accepts for ``device_map``
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+#: ``max_memory`` keys besides GPU indices (accelerate's other device types)
+_OTHER_DEVICES = ("cpu", "disk", "mps", "xpu", "npu", "mlu", "musa", "hpu", "sdaa")
 
 
 def _error(message: str) -> Exception:
@@ -65,9 +67,16 @@ class Placement:
     kwargs: dict[str, Any] = field(default_factory=dict)
     temporary_folder: str | None = None  # an offload folder made here, removed with the model
 
-    def attach(self, model: Any) -> torch.device:
-        """Tie the temporary offload folder's life to ``model``; the device inputs go to."""
+    def __post_init__(self) -> None:
+        # until a model owns the folder, it goes with this plan (a load that fails leaves none)
         if self.temporary_folder is not None:
+            cleanup = weakref.finalize(self, shutil.rmtree, self.temporary_folder, True)
+            object.__setattr__(self, "_cleanup", cleanup)
+
+    def attach(self, model: Any) -> torch.device:
+        """Hand the temporary offload folder's life to ``model``; the device inputs go to."""
+        if self.temporary_folder is not None:
+            self._cleanup.detach()  # type: ignore[attr-defined]
             weakref.finalize(model, shutil.rmtree, self.temporary_folder, True)
         return input_device(model)
 
@@ -126,16 +135,17 @@ def plan_placement(
             )
         gpus = torch.cuda.device_count()
         for key, value in max_memory.items():
-            if isinstance(key, int) and not isinstance(key, bool) and key >= gpus:
+            if isinstance(key, int) and not isinstance(key, bool) and not 0 <= key < gpus:
+                indices = f"the GPU indices 0..{gpus - 1} and 'cpu'" if gpus else "only 'cpu'"
                 raise _error(
                     f"max_memory names GPU {key}, but this machine has {gpus} CUDA device(s). "
-                    "Fix: use the GPU indices 0.."
-                    f"{max(gpus - 1, 0)}, or only 'cpu' (and 'disk' offload via offload_folder)."
+                    f"Fix: use {indices}; what does not fit goes to disk (offload_folder)."
                 )
-            if not isinstance(key, int) and key not in ("cpu", "mps", "disk"):
+            if not isinstance(key, int) and key not in _OTHER_DEVICES:
                 raise _error(
-                    f"max_memory has the key {key!r}; keys are GPU indices (0, 1, ...), 'cpu' "
-                    "or 'mps'. Fix: e.g. max_memory={0: '20GiB', 'cpu': '60GiB'}."
+                    f"max_memory has the key {key!r}; keys are GPU indices (0, 1, ...) or one of "
+                    f"{', '.join(map(repr, _OTHER_DEVICES))}. Fix: e.g. "
+                    "max_memory={0: '20GiB', 'cpu': '60GiB'}."
                 )
             _check_size(key, value)
         kwargs["max_memory"] = dict(max_memory)
@@ -160,14 +170,20 @@ def input_device(model: Any) -> torch.device:
     For a dispatched model that is the device accelerate runs the embedding on (its weights may
     be offloaded to disk, i.e. on ``meta``); otherwise the embedding weight's device.
     """
-    embed = model.get_input_embeddings()
-    for module in (embed, model):
+    try:
+        embed = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embed = None
+    for module in (embed, model) if embed is not None else (model,):
         hook = getattr(module, "_hf_hook", None)
         for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
             device = getattr(h, "execution_device", None)
             if device is not None:
                 return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
-    return embed.weight.device
+    weight = getattr(embed, "weight", None)
+    if weight is not None and not weight.is_meta:
+        return weight.device
+    return torch.device("cpu")
 
 
 def _offloaded(model: Any, name: str) -> torch.Tensor:
