@@ -97,14 +97,16 @@ def _direction(metric: str) -> str:
 
 
 def _extract(model: str, sentences: str, batch_size: int, progress: bool):
-    from attn_tools.data import load_sentences
+    from attn_tools.data import iter_sentences, load_sentences
     from attn_tools.distributed import default_device
     from attn_tools.extract import extract
     from attn_tools.models import load_model
 
     # under torchrun: this rank's GPU, and extract() keeps only this rank's sentences
     bundle = load_model(model, device=default_device())
-    texts = load_sentences(sentences)
+    # files and datasets are streamed: a 1M-line corpus is never held as text
+    stream = sentences.startswith("hf:") or Path(sentences).expanduser().is_file()
+    texts = iter_sentences(sentences) if stream else load_sentences(sentences)
     t0 = time.perf_counter()
     # the finished bar stays on screen in a terminal: how many sentences, how long
     records = extract(

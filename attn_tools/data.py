@@ -14,20 +14,23 @@ Built-in sets (one sentence per line in ``attn_tools/sentences/``):
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "SENTENCE_SETS",
     "MissingFileError",
     "check_unicode",
+    "iter_sentences",
     "list_sentence_sets",
     "load_sentences",
     "split_sentences",
@@ -196,33 +199,14 @@ def load_sentences(
         A list of non-empty sentences, in file order.
     """
     name = str(name_or_path)
-    if name in SENTENCE_SETS:
-        out = _builtin(name)
-    elif name == "all":
-        out = [s for n in _ANALYSIS_SETS for s in _builtin(n)]
+    kind, where = _source(name)
+    if kind == "builtin":
+        out = where
+    elif kind == "file":
+        out = _load_file(where, column=column, paragraphs=paragraphs, encoding=encoding,
+                         progress=progress)  # fmt: skip
     else:
-        path = Path(name).expanduser()
-        if path.is_file():
-            out = _load_file(path, column=column, paragraphs=paragraphs, encoding=encoding,
-                             progress=progress)  # fmt: skip
-        elif path.is_dir():
-            raise ValueError(
-                f"{name!r} is a folder, not a file. Fix: pass one .txt/.jsonl/.csv file in it."
-            )
-        elif name.startswith("hf:") or ("/" in name and not _looks_like_path(name)):
-            out = _load_hf(name.removeprefix("hf:"), column=column, split=split, limit=limit)
-        elif _looks_like_path(name):
-            raise MissingFileError(
-                f"no file at {name!r} (looked for {path.absolute()}). Fix: check the path; a "
-                f"relative path starts from the current folder {Path.cwd()}. For a Hugging Face "
-                f"dataset, write 'hf:{name}'."
-            )
-        else:
-            sets = ", ".join([*SENTENCE_SETS, "all"])
-            raise ValueError(
-                f"no sentence set or file named {name!r}. Fix: use a built-in set ({sets}), a "
-                "path to a .txt/.jsonl/.csv file, or 'hf:<dataset>' for a Hugging Face dataset."
-            )
+        out = _load_hf(where, column=column, split=split, limit=limit)
     out = [s.strip() for s in out if s.strip()]
     if limit is not None:
         out = out[: int(limit)]
@@ -234,6 +218,34 @@ def load_sentences(
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     return out
+
+
+def _source(name: str) -> tuple[Literal["builtin", "file", "hf"], Any]:
+    """What ``name`` refers to: a built-in set (its sentences), a file (its path) or a dataset."""
+    if name in SENTENCE_SETS:
+        return "builtin", _builtin(name)
+    if name == "all":
+        return "builtin", [s for n in _ANALYSIS_SETS for s in _builtin(n)]
+    path = Path(name).expanduser()
+    if path.is_file():
+        return "file", path
+    if path.is_dir():
+        raise ValueError(
+            f"{name!r} is a folder, not a file. Fix: pass one .txt/.jsonl/.csv file in it."
+        )
+    if name.startswith("hf:") or ("/" in name and not _looks_like_path(name)):
+        return "hf", name.removeprefix("hf:")
+    if _looks_like_path(name):
+        raise MissingFileError(
+            f"no file at {name!r} (looked for {path.absolute()}). Fix: check the path; a "
+            f"relative path starts from the current folder {Path.cwd()}. For a Hugging Face "
+            f"dataset, write 'hf:{name}'."
+        )
+    sets = ", ".join([*SENTENCE_SETS, "all"])
+    raise ValueError(
+        f"no sentence set or file named {name!r}. Fix: use a built-in set ({sets}), a "
+        "path to a .txt/.jsonl/.csv file, or 'hf:<dataset>' for a Hugging Face dataset."
+    )
 
 
 def _guess_encoding(raw: bytes) -> str:
@@ -367,3 +379,289 @@ def _load_hf(name: str, *, column: str | None, split: str, limit: int | None) ->
                 f"({value!r:.40}), not a string. Fix: pick a text column with column=."
             )
     return values
+
+
+# ----------------------------------------------------------------------------- streaming
+
+#: ``paragraphs=None`` in `iter_sentences` decides from this many leading characters of a file
+PARAGRAPH_PEEK_CHARS = 1 << 20
+
+
+def iter_sentences(
+    name_or_path: str | Path,
+    *,
+    column: str | None = None,
+    paragraphs: bool | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    encoding: str = "utf-8",
+) -> Iterator[str]:
+    """Yield sentences one at a time, reading a file or dataset only as far as they are taken.
+
+    The streaming form of `load_sentences`, for corpora too large to hold (a 1M-line file, a
+    ``hf:`` dataset): memory stays at one line (one paragraph with ``paragraphs=True``) plus the
+    reader's buffer, and the first sentences arrive before the rest is read. Feed it straight
+    to `attn_tools.extract.iter_extract`. The arguments are those of `load_sentences`; on the
+    same source both give the same sentences in the same order, with two differences:
+
+    - ``paragraphs=None`` decides from the file's first `PARAGRAPH_PEEK_CHARS` (1 Mi)
+      characters (blank lines between blocks of text there → paragraphs); pass True/False to
+      decide yourself;
+    - a problem further into the file (bad JSON, a bytes that does not decode, a non-string
+      field) is raised when the stream reaches it; the error names the line.
+
+    The source (its name, that the file exists, its type, the encoding's name) is checked at
+    the call. Hugging Face datasets are opened with ``streaming=True``.
+
+    Example:
+        >>> from attn_tools.extract import iter_extract
+        >>> for rec in iter_extract(bundle, iter_sentences("corpus.txt")):
+        ...     ...
+    """
+    name = str(name_or_path)
+    if limit is not None and (isinstance(limit, bool) or int(limit) < 0):
+        raise ValueError(f"limit={limit!r} must be a non-negative integer or None.")
+    kind, where = _source(name)
+    if kind == "builtin":
+        items: Iterable[tuple[int | str, str]] = ((name, s) for s in where)
+    elif kind == "file":
+        items = _stream_file(where, column, paragraphs, _text_codec(where, encoding), encoding)
+    else:
+        items = _stream_hf(where, column=column, split=split)
+    return _clean(name, items, limit)
+
+
+def _clean(name: str, items: Iterable[tuple[int | str, str]], limit: int | None) -> Iterator[str]:
+    """Strip, drop empty ones, check Unicode, stop at ``limit``.
+
+    Each item comes with where it was read: a line number of the file ``name`` (an int, so no
+    string is built per line) or a description.
+    """
+    count = 0
+    if limit is not None and int(limit) == 0:
+        return
+    for where, text in items:
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            check_unicode(count, text)
+        except ValueError as exc:
+            place = f"{name}:{where}" if isinstance(where, int) else where
+            raise ValueError(f"{place}: {exc}") from None
+        count += 1
+        yield text
+        if limit is not None and count >= int(limit):
+            return  # nothing past the last sentence taken is read
+    if count == 0:
+        raise ValueError(f"{name!r} holds no non-empty sentences")
+
+
+def _text_codec(path: Path, encoding: str) -> str:
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        raise ValueError(
+            f"unknown encoding {encoding!r} for {path}. Fix: pass a Python codec name, e.g. "
+            "encoding='latin-1'."
+        ) from None
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".text", "", ".jsonl", ".csv", ".tsv"):
+        raise ValueError(
+            f"unsupported file type {suffix!r} for {path}. Fix: use .txt, .jsonl or .csv."
+        )
+    return codec
+
+
+_READ_BLOCK = 1 << 16
+
+
+def _ends_line(part: str) -> bool:
+    return len(part.splitlines()[0]) != len(part) if part else False
+
+
+def _numbered_lines(path: Path, codec: str, encoding: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line with its end)``, read and decoded a 64 KiB block at a time.
+
+    Lines end where ``str.splitlines`` ends them, as in `load_sentences`. Bytes that do not
+    decode are reported with their line number, after every complete line before them was
+    yielded; NUL characters (UTF-16 read as UTF-8) likewise.
+    """
+    decoder = codecs.getincrementaldecoder(codec)()
+    pending = ""
+    lineno = 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(_READ_BLOCK)
+            bad = None
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                # the lines before the bad bytes are good: hand them out first
+                text = codecs.decode(exc.object[: exc.start], codec)
+                bad = exc.object[exc.start : exc.start + 4]
+            parts = (pending + text).splitlines(keepends=True)
+            # a last line without its end may continue in the next block ("\r" may be "\r\n")
+            pending = parts.pop() if parts and block and not bad and (
+                not _ends_line(parts[-1]) or parts[-1].endswith("\r")
+            ) else ""  # fmt: skip
+            if bad is not None and parts and not _ends_line(parts[-1]):
+                parts.pop()  # the start of the bad line
+            for line in parts:
+                lineno += 1
+                if "\x00" in line:
+                    guess = _guess_encoding(_head(path))
+                    raise ValueError(
+                        f"{path}:{lineno} decoded as {encoding} holds NUL characters; it looks "
+                        f"like {guess}. Fix: iter_sentences({str(path)!r}, encoding={guess!r})."
+                    )
+                yield lineno, line
+            if bad is not None:
+                guess = _guess_encoding(_head(path))
+                raise ValueError(
+                    f"{path} is not valid {encoding} at line {lineno + 1} (bytes {bad!r}); it "
+                    f"looks like {guess}. Fix: iter_sentences({str(path)!r}, encoding={guess!r})."
+                )
+            if not block:
+                return
+
+
+def _head(path: Path, size: int = 1 << 16) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def _stream_file(
+    path: Path, column: str | None, paragraphs: bool | None, codec: str, encoding: str
+) -> Iterator[tuple[int | str, str]]:
+    suffix = path.suffix.lower()
+    lines = _numbered_lines(path, codec, encoding)
+    if suffix == ".jsonl":
+        yield from _stream_jsonl(path, lines, column)
+        return
+    if suffix in (".csv", ".tsv"):
+        text = (line for _, line in lines)
+        reader = csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ",")
+        col = _pick_column(list(reader.fieldnames or []), column, str(path))
+        for row in reader:
+            yield reader.line_num, row[col] or ""
+        return
+    if paragraphs is None:
+        paragraphs = _looks_like_paragraphs(path, codec)
+    if not paragraphs:
+        for lineno, line in lines:
+            for piece in line.splitlines():  # as load_sentences: \u2028, \x0c... end lines too
+                yield lineno, piece
+        return
+    yield from _stream_paragraphs(path, lines)
+
+
+def _looks_like_paragraphs(path: Path, codec: str) -> bool:
+    """`load_sentences`' rule (blank lines between blocks of text) on the file's first chars."""
+    try:
+        with open(path, encoding=codec, newline="") as fh:
+            head = fh.read(PARAGRAPH_PEEK_CHARS)
+    except UnicodeDecodeError:
+        return False  # the stream itself reports the bad bytes, naming their line
+    return sum(1 for b in re.split(r"\n\s*\n", head) if b.strip()) > 1
+
+
+def _iter_blocks(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Blank-line separated blocks as ``(first line number, text joined on single spaces)``."""
+    block: list[str] = []
+    first = 0
+    for lineno, line in lines:
+        if line.strip():
+            if not block:
+                first = lineno
+            block.append(line)
+        elif block:
+            yield first, " ".join("".join(block).split())
+            block = []
+    if block:
+        yield first, " ".join("".join(block).split())
+
+
+def _stream_paragraphs(
+    path: Path, lines: Iterator[tuple[int, str]]
+) -> Iterator[tuple[int | str, str]]:
+    from attn_tools.text import DEFAULT_PIPELINE
+
+    nlp = _splitter(DEFAULT_PIPELINE)
+    starts: list[int] = []
+
+    def texts() -> Iterator[str]:
+        for first, block in _iter_blocks(lines):
+            nlp.max_length = max(nlp.max_length, len(block) + 1)
+            starts.append(first)
+            yield block
+
+    # nlp.pipe reads blocks a batch at a time, so memory is one batch of paragraphs
+    for number, doc in enumerate(nlp.pipe(texts(), batch_size=64)):
+        for sent in doc.sents:
+            yield f"{path}: paragraph at line {starts[number]}", sent.text
+
+
+def _stream_jsonl(
+    path: Path, lines: Iterator[tuple[int, str]], column: str | None
+) -> Iterator[tuple[int | str, str]]:
+    col = None
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno} is not valid JSON: {exc.msg}") from exc
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"{path}:{lineno} is a JSON {type(row).__name__}, not an object. Fix: write one "
+                'object per line, e.g. {"text": "A sentence."}.'
+            )
+        if col is None:
+            col = _pick_column(list(row), column, str(path))
+        if col not in row:
+            raise ValueError(f"{path}:{lineno} has no {col!r} field")
+        value = row[col]
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{path}:{lineno}: {col!r} is {type(value).__name__} ({value!r:.40}), not a "
+                "string. Fix: store the sentence as a JSON string, or pick another column=."
+            )
+        yield lineno, value
+
+
+def _stream_hf(name: str, *, column: str | None, split: str) -> Iterator[tuple[int | str, str]]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ValueError(
+            f"streaming the Hugging Face dataset {name!r} needs the `datasets` package. "
+            "Fix: pip install datasets (and network access to the hub)."
+        ) from exc
+    config = None
+    if ":" in name:
+        name, config = name.split(":", 1)
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+    except Exception as exc:
+        raise ValueError(
+            f"could not open Hugging Face dataset {name!r} for streaming ({exc}); there is no "
+            "local file of that name either. Fix: check the name, or pass a local file."
+        ) from exc
+    return _hf_rows(ds, name, column)
+
+
+def _hf_rows(ds: Any, name: str, column: str | None) -> Iterator[tuple[int | str, str]]:
+    col = None
+    for number, row in enumerate(ds):
+        if col is None:
+            col = _pick_column(list(row), column, f"dataset {name!r}")
+        value = row[col]
+        if not isinstance(value, str):
+            raise ValueError(
+                f"dataset {name!r} row {number}: {col!r} is {type(value).__name__} "
+                f"({value!r:.40}), not a string. Fix: pick a text column with column=."
+            )
+        yield f"dataset {name!r} row {number}", value

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,11 @@ from attn_tools.models import ModelBundle, ModelKind
 
 __all__ = [
     "CACHE_VERSION",
+    "DEFAULT_MAX_ATTENTION_BYTES",
+    "MAX_ATTENTION_ENV",
     "SentenceAttention",
+    "attention_bytes",
+    "attention_cap",
     "check_record",
     "check_records",
     "extract",
@@ -38,6 +44,59 @@ __all__ = [
 
 # 2: entries record the model fingerprint and the settings they were made with
 CACHE_VERSION = 2
+
+#: The cap on one forward pass's float32 attention (`attention_bytes`), 4 GiB unless the
+#: environment variable `MAX_ATTENTION_ENV` or the ``max_attention_bytes=`` argument says
+#: otherwise. A sentence over it is refused by name; batches are cut to stay under it.
+DEFAULT_MAX_ATTENTION_BYTES = 4 * 1024**3
+MAX_ATTENTION_ENV = "ATTN_TOOLS_MAX_ATTENTION_BYTES"
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def attention_bytes(n_layers: int, n_heads: int, n_tokens: int, *, batch: int = 1) -> int:
+    """Bytes of float32 attention for ``batch`` inputs of ``n_tokens``: ``B·L·H·n²·4``.
+
+    Example:
+        >>> attention_bytes(30, 9, 2000) / 1024**3   # SmolLM2-135M, 2,000 tokens
+        4.02...
+    """
+    return int(batch) * int(n_layers) * int(n_heads) * int(n_tokens) ** 2 * 4
+
+
+def attention_cap(value: int | str | None = None) -> int:
+    """The attention cap in bytes: ``value``, else ``$ATTN_TOOLS_MAX_ATTENTION_BYTES``, else 4 GiB.
+
+    ``value`` (or the variable) is a byte count or a size such as ``"8GiB"`` or ``"500MB"``.
+
+    Raises:
+        ValueError: not a positive size; the message names where it came from.
+    """
+    where = "max_attention_bytes"
+    if value is None:
+        value = os.environ.get(MAX_ATTENTION_ENV) or DEFAULT_MAX_ATTENTION_BYTES
+        where = f"${MAX_ATTENTION_ENV}" if MAX_ATTENTION_ENV in os.environ else where
+    size = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if match and match.group(2).lower() in _UNITS:
+            size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size is None or size <= 0:
+        raise ValueError(
+            f"{where}={value!r} is not a positive size. Fix: give bytes or a size such as "
+            "'8GiB' or '500MB'."
+        )
+    return size
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,15 +291,35 @@ def _encode(
 
 def _check_size(bundle: ModelBundle, enc: _Encoded, limit: int) -> None:
     n = len(enc.ids)
-    need = bundle.n_layers * bundle.n_heads * n * n * 4
+    need = attention_bytes(bundle.n_layers, bundle.n_heads, n)
     if need > limit:
-        fits = int((limit / (bundle.n_layers * bundle.n_heads * 4)) ** 0.5)
+        fits = int((limit / attention_bytes(bundle.n_layers, bundle.n_heads, 1)) ** 0.5)
         raise ValueError(
             f"sentence {enc.index} ({enc.text[:60]!r}...) has {n} tokens: its attention for "
-            f"{bundle.n_layers} layers × {bundle.n_heads} heads would take {need / 1024**3:.1f} "
-            f"GiB. Fix: split the text into sentences (load_sentences splits paragraphs), or pass "
-            f"max_length={fits} (or a larger max_attention_bytes)."
+            f"{bundle.n_layers} layers × {bundle.n_heads} heads would take {_human(need)} "
+            f"(L·H·n²·4 bytes), over the cap of {_human(limit)}. Fix: split the text into "
+            f"sentences (load_sentences splits paragraphs), or raise the cap if memory allows "
+            f"(max_attention_bytes='16GiB' or ${MAX_ATTENTION_ENV}), or pass max_length={fits}."
         )
+
+
+def _batches(
+    bundle: ModelBundle, todo: Sequence[_Encoded], batch_size: int, cap: int
+) -> Iterator[list[_Encoded]]:
+    """Consecutive batches of the length-sorted ``todo``, each within ``batch_size`` and ``cap``.
+
+    A padded batch holds ``B·L·H·w²·4`` bytes of attention (``w`` its longest input), so long
+    sentences go in smaller batches; each single sentence was checked against the cap already.
+    """
+    batch: list[_Encoded] = []
+    for enc in todo:
+        wide = attention_bytes(bundle.n_layers, bundle.n_heads, len(enc.ids), batch=len(batch) + 1)
+        if batch and (len(batch) == batch_size or wide > cap):
+            yield batch
+            batch = []
+        batch.append(enc)
+    if batch:
+        yield batch
 
 
 # ----------------------------------------------------------------------------- cache
@@ -430,7 +509,7 @@ def iter_extract(
     max_length: int | None = None,
     prepend_bos: bool | None = None,
     progress: bool | Mapping[str, Any] = True,
-    max_attention_bytes: int = 4 * 1024**3,
+    max_attention_bytes: int | str | None = None,
     shard: bool | None = None,
 ) -> Iterator[SentenceAttention]:
     """Yield one `SentenceAttention` per sentence, in input order, streaming.
@@ -452,9 +531,12 @@ def iter_extract(
             cached one at once, computed ones per forward pass), so its rate and ETA are those
             of the work done. A mapping is passed to tqdm as overrides, e.g. ``{"leave": True}``
             (what the CLI uses, so the finished bar stays on screen).
-        max_attention_bytes: refuse a sentence whose float32 ``[L, H, n, n]`` attention would
-            exceed this (default 4 GiB) with an error that names it, instead of running out of
-            memory (SmolLM2 reaches 4 GiB at about 2,000 tokens).
+        max_attention_bytes: the cap on float32 attention per forward pass (`attention_cap`:
+            bytes or ``"8GiB"``; default ``$ATTN_TOOLS_MAX_ATTENTION_BYTES`` or 4 GiB). A
+            sentence over it is refused with an error naming it, instead of running out of
+            memory (SmolLM2 reaches 4 GiB at about 2,000 tokens); batches are cut to fit it.
+            Peak memory is about twice the cap (the model's own attention outputs plus the
+            float32 copy returned), see docs/bigmodels.md.
         shard: under ``torchrun``/``accelerate launch`` (``WORLD_SIZE > 1``) the default (None)
             extracts only this rank's sentences (``i % world_size == rank``) and marks the
             stream with its shard, so `score_heads` reduces over ranks (see
@@ -477,14 +559,13 @@ def iter_extract(
     use_bos = bundle.kind == "causal" if prepend_bos is None else bool(prepend_bos)
     settings = {"max_length": limit, "prepend_bos": use_bos}
     root = _resolve_root(cache)
+    cap = attention_cap(max_attention_bytes)
     part = None
     if shard is None or shard:
         from attn_tools.distributed import ShardedStream, shard_sentences
 
         sentences, part = shard_sentences(sentences)
-    stream = _stream(
-        bundle, sentences, batch_size, root, limit, use_bos, settings, progress, max_attention_bytes
-    )
+    stream = _stream(bundle, sentences, batch_size, root, limit, use_bos, settings, progress, cap)
     return stream if part is None else ShardedStream(stream, part)
 
 
@@ -536,8 +617,7 @@ def _stream(
                     _check_size(bundle, enc, max_attention_bytes)
                     todo.append(enc)
             todo.sort(key=lambda e: len(e.ids))
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
+            for batch in _batches(bundle, todo, batch_size, max_attention_bytes):
                 for enc, att in zip(batch, _forward(bundle, batch)):
                     rec = SentenceAttention(
                         text=enc.text,
@@ -571,7 +651,7 @@ def extract(
     max_length: int | None = None,
     prepend_bos: bool | None = None,
     progress: bool | Mapping[str, Any] = True,
-    max_attention_bytes: int = 4 * 1024**3,
+    max_attention_bytes: int | str | None = None,
     shard: bool | None = None,
 ) -> list[SentenceAttention]:
     """Extract attention for sentences; a list of `SentenceAttention` in input order.

@@ -163,7 +163,9 @@ def test_item_files(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["llama", "gpt2"])
-@pytest.mark.parametrize("kind", ["sycophancy", "metadata", "few-shot", "The note says: {text}."])
+@pytest.mark.parametrize(
+    "kind", ["sycophancy", "metadata", "few-shot", "copy", "The note says: {text}."]
+)
 def test_hint_span_offsets_map_to_exactly_the_hint(tiny, model, kind):
     tok = tiny[model].tokenizer
     for item in load_items(ITEMS):
@@ -197,7 +199,7 @@ def test_prompt_formats(tiny):
     assert continuations(item, "text") == [" 3", " 4", " 5", " 22"]
 
 
-@pytest.mark.parametrize("kind", ["sycophancy", "metadata", "few-shot"])
+@pytest.mark.parametrize("kind", ["sycophancy", "metadata", "few-shot", "copy"])
 def test_neutral_control_is_built_the_same_way(tiny, kind):
     tok = tiny["llama"].tokenizer
     for item in load_items("builtin")[:6]:
@@ -205,9 +207,15 @@ def test_neutral_control_is_built_the_same_way(tiny, kind):
         text, place = hint_text(kind, item, hinted)
         ntext, nplace = hint_text(kind, item, hinted, neutral=True)
         assert place == nplace
-        assert item.letters[hinted] not in set(ntext.split()) or kind == "few-shot"
         n_hint = len(tok(text, add_special_tokens=False)["input_ids"])
         n_neutral = len(tok(ntext, add_special_tokens=False)["input_ids"])
+        if kind == "copy":
+            # the same question and options, answered "?" instead of the hinted letter
+            assert text.endswith(f"\nAnswer: {item.letters[hinted]}")
+            assert ntext == text[:-1] + "?" and text.startswith(item.question)
+            assert abs(n_hint - n_neutral) <= 1
+            continue
+        assert item.letters[hinted] not in set(ntext.split()) or kind == "few-shot"
         if kind == "few-shot":
             # the same three examples, only the order of each one's options differs
             def words(t: str) -> list[str]:

