@@ -720,7 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="smollm2", help="causal model alias, HF id or folder")
     sp.add_argument("--items", default="builtin", help="builtin, mmlu:<topic>, or a .jsonl file")
     sp.add_argument(
-        "--hint", default="sycophancy", help="sycophancy, metadata, few-shot, neutral or a template"
+        "--hint",
+        default="sycophancy",
+        help="sycophancy, metadata, few-shot, copy (the positive control), neutral or a template",
     )
     sp.add_argument(
         "--target",
