@@ -5,7 +5,9 @@ a box to type a new sentence, and a live picture of the head's attention beside 
 prediction with the score; a second tab shows the head's scores across every pattern and where it
 sits in the best-fit grid. Pictures are PNG bytes in an `ipywidgets.Image`, drawn with matplotlib's
 Agg backend through public `attn_tools.viz` functions, so nothing is fetched from a CDN to render
-them (Voilà and JupyterLab ship the ipywidgets front end).
+them (Voilà and JupyterLab ship the ipywidgets front end). Under a dark theme the pictures are
+shown through a CSS filter that ships with the package (`png_tabs_style` says what a reader sees);
+the PNG bytes are the same in both themes.
 
 A slider move redraws without rebuilding anything: the figure, its artists and each sentence's
 predictions are kept, and only the image data and titles change (see
@@ -18,6 +20,7 @@ import html
 import io
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import ipywidgets as W
@@ -34,9 +37,31 @@ if TYPE_CHECKING:
     from attn_tools.models import ModelBundle
     from attn_tools.patterns.base import Pattern
 
-__all__ = ["DEFAULT_SENTENCES", "Explorer", "explore"]
+__all__ = ["DEFAULT_SENTENCES", "PNG_TABS_CSS", "Explorer", "explore", "png_tabs_style"]
 
 DEFAULT_SENTENCES = 12
+PNG_TABS_CSS = Path(__file__).with_name("static") / "png_tabs.css"
+
+
+def png_tabs_style() -> str:
+    """The ``<style>`` element that shows the PNG tabs dark under a dark theme.
+
+    The CSS (``static/png_tabs.css``, package data, no network) applies only when JupyterLab says
+    its theme is dark (``body[data-jp-theme-light="false"]``) or, on a page without a JupyterLab
+    theme (an exported HTML file), when the browser prefers a dark colour scheme. A light theme
+    shows the PNGs exactly as drawn.
+
+    What a reader sees in a dark theme: each figure through ``invert(0.9) hue-rotate(180deg)``
+    in a frame of the same colour. The white background becomes near-black (#1a1a1a) and black
+    text light grey (#e6e6e6). Attention runs from dark (weight 0) to light blue (weight 1):
+    lighter means more attention, the reverse of the light theme, and the colour bar inside the
+    image passes through the same filter, so every cell still matches its own colour bar (the
+    luminance order of the scale is kept, reversed). The grey hatched fallback rows stay grey and
+    hatched. Pattern colours in the bar chart and the static grid keep their hue but flip their
+    lightness; read them against the legend in the same image, not against the interactive grid
+    above. Downloads and the PNG bytes themselves are unchanged.
+    """
+    return f"<style>{PNG_TABS_CSS.read_text(encoding='utf-8')}</style>"
 
 
 def anywidget_available() -> bool:
@@ -52,7 +77,9 @@ class Explorer(W.VBox):
     Its controls are attributes, so code (and tests) can drive it like a user: ``layer``,
     ``head`` (``IntSlider``), ``pattern``, ``sentence`` (``Dropdown``), ``new_sentence``
     (``Text``) with ``add_button``, ``image`` (the head-vs-pattern PNG), ``score`` (``HTML``),
-    ``status`` (errors appear here), ``tabs``, ``scores_image`` and ``grid_image`` (second tab).
+    ``status`` (errors appear here), ``tabs``, ``scores_image`` and ``grid_image`` (second tab);
+    the three images carry the class ``attn-png`` and ``theme_style`` (hidden) holds the CSS that
+    shows them dark in a dark theme (`png_tabs_style`).
     ``state`` is the `ExplorerState` it draws from; ``last_redraw_ms`` the time of the latest
     redraw.
     """
@@ -111,6 +138,10 @@ class Explorer(W.VBox):
         self.scores_image = W.Image(format="png", layout=picture)
         self.grid_image = W.Image(format="png", layout=picture)
         self.scores_note = W.HTML()
+        # hidden: a <style> applies from a display:none element and takes no room in the layout
+        self.theme_style = W.HTML(png_tabs_style(), layout=W.Layout(display="none"))
+        for image in (self.image, self.scores_image, self.grid_image):
+            image.add_class("attn-png")
         for widget, cls in (
             (self.layer, "attn-layer-slider"),
             (self.head, "attn-head-slider"),
@@ -147,7 +178,7 @@ class Explorer(W.VBox):
         children: list[W.Widget] = [controls, self.note, self.status]
         if interactive:
             children.append(self._build_interactive())
-        super().__init__([*children, self.tabs])
+        super().__init__([*children, self.theme_style, self.tabs])
 
         for control in (self.layer, self.head, self.pattern, self.sentence):
             control.observe(self._on_change, names="value")
