@@ -62,6 +62,7 @@ bench: setup
 	$(PY) benchmarks/bench_stats.py
 	$(PY) benchmarks/bench_syntax.py
 	$(PY) benchmarks/bench_probes.py
+	$(PY) benchmarks/bench_figures.py
 	$(PY) benchmarks/bench_demo.py
 	$(PY) benchmarks/bench_distributed.py
 
