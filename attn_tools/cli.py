@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -96,6 +97,11 @@ def _direction(metric: str) -> str:
     return get_metric(metric).direction
 
 
+#: `--sentences` files above this size (or ``$ATTN_TOOLS_STREAM_FROM_BYTES``) are streamed
+#: instead of read whole
+STREAM_FROM_BYTES = 16 * 1024**2
+
+
 def _extract(model: str, sentences: str, batch_size: int, progress: bool):
     from attn_tools.data import iter_sentences, load_sentences
     from attn_tools.distributed import default_device
@@ -104,8 +110,12 @@ def _extract(model: str, sentences: str, batch_size: int, progress: bool):
 
     # under torchrun: this rank's GPU, and extract() keeps only this rank's sentences
     bundle = load_model(model, device=default_device())
-    # files and datasets are streamed: a 1M-line corpus is never held as text
-    stream = sentences.startswith("hf:") or Path(sentences).expanduser().is_file()
+    # datasets and big files are streamed (a 1M-line corpus is never held as text; its bar then
+    # counts without a total); a smaller file is read whole, so the bar knows its total and ETA
+    path = Path(sentences).expanduser()
+    limit = int(os.environ.get("ATTN_TOOLS_STREAM_FROM_BYTES", STREAM_FROM_BYTES))
+    big = path.is_file() and path.stat().st_size > limit
+    stream = sentences.startswith("hf:") or big
     texts = iter_sentences(sentences) if stream else load_sentences(sentences)
     t0 = time.perf_counter()
     # the finished bar stays on screen in a terminal: how many sentences, how long

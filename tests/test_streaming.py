@@ -168,17 +168,27 @@ def test_iter_extract_on_a_stream_equals_extract_on_the_list(minilm, tmp_path):
         assert np.array_equal(a.attention, b.attention)
 
 
-def test_cli_extract_streams_a_file(tmp_path):
+@pytest.mark.parametrize("stream_from", ["0", str(16 * 1024**2)])
+def test_cli_extract_streams_a_big_file_and_reads_a_small_one(tmp_path, stream_from):
+    # files above ATTN_TOOLS_STREAM_FROM_BYTES are streamed (the bar has no total); smaller ones
+    # are read whole (the bar shows n/N and an ETA); the result is the same
     src = tmp_path / "s.jsonl"
     src.write_text("".join(json.dumps({"text": f"Bird {i} sang."}) + "\n" for i in range(5)))
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "ATTN_TOOLS_STREAM_FROM_BYTES": stream_from,
+    }
     r = subprocess.run(
         [sys.executable, "-m", "attn_tools.cli", "extract", "--model", "minilm",
-         "--sentences", str(src), "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+         "--sentences", str(src), "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     (summary,) = json.loads((tmp_path / "summary.json").read_text())
     assert summary["sentences"] == 5 and summary["tokens"] == 5 * 6  # [CLS] bird i sang . [SEP]
+    bar = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "attention ·" in ln]
+    assert bar and ("5/5" in bar[-1]) == (stream_from != "0"), bar[-1]
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "cp1252"])
