@@ -587,8 +587,9 @@ def load_model(
 
     Args:
         name: an alias from `ALIASES` (``"minilm"``, ``"smollm2"``) or `OPTIONAL_PACKS`
-            (``"gemma3"``: Gemma 3 270M, installed separately, see docs/models.md), a Hugging Face id
-            (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
+            (``"gemma3"``: Gemma 3 270M, installed separately, see docs/models.md), a shipped
+            character model (``"char:english"``, ``"char:hebrew"``, see docs/charlm.md), a Hugging
+            Face id (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
         device: where to run (``"cpu"``, ``"cuda"``, ...); default CUDA if available, else CPU.
         dtype: weight dtype; default float32 (attention is always returned as float32).
 
@@ -606,6 +607,10 @@ def load_model(
             f"Fix: use one of the aliases {sorted(ALIASES)} or a Hugging Face id."
         )
     source = str(name)
+    if source.lower().startswith("char:"):  # the shipped character models (attn_tools.charlm)
+        from attn_tools.charlm import load_char_model
+
+        return load_char_model(source[5:], device=None if device is None else str(device))
     pack = ALIASES.get(source.lower()) or OPTIONAL_PACKS.get(source.lower())
     if pack is not None:
         # a chunked pack is joined into the cache (never fetched); the others come from locate_pack
