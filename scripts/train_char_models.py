@@ -26,12 +26,12 @@ from attn_tools.charlm.corpus import CORPUS_PACKS, CorpusPackError, aligned_vers
 #: the settings of the shipped checkpoints (sized for ≤ ~10 minutes on one busy CPU core)
 DEFAULTS = {
     "layers": 4,
-    "heads": 4,
+    "heads": 8,
     "d_model": 64,
     "context": 128,
-    "batch_size": 16,
-    "steps": 1000,
-    "lr": 3e-3,
+    "batch_size": 8,
+    "steps": 2200,
+    "lr": 4e-3,
     "warmup": 50,
     "seed": 0,
 }

@@ -150,12 +150,17 @@ class CharTokenizer:
         return self.vocab[token_id]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chars": list(self.chars), "unknown": self.unknown, "drop_marks": self.drop_marks}
+        # one string (a character per id from 3 on) keeps config.json short and readable
+        return {
+            "chars": "".join(self.chars),
+            "unknown": self.unknown,
+            "drop_marks": self.drop_marks,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
         return cls(
-            data["chars"],
+            list(data["chars"]),
             unknown=data.get("unknown", "unk"),
             drop_marks=bool(data.get("drop_marks", True)),
         )

@@ -73,6 +73,7 @@ class CharModel:
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(out / "model.safetensors"))
+        os.chmod(out / "model.safetensors", 0o644)  # package data: readable by every user
         meta = {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
