@@ -35,7 +35,8 @@ _LAZY = {
 }
 _SUBMODULES = frozenset(
     {
-        "automate", "bootstrap", "classify", "cli", "consistency", "data", "explorer", "extract",
+        "automate", "bootstrap", "charlm", "classify", "cli", "consistency", "data", "explorer",
+        "extract",
         "hints",
         "html_report",
         "interventions",

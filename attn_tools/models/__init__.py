@@ -594,8 +594,9 @@ def load_model(
 
     Args:
         name: an alias from `ALIASES` (``"minilm"``, ``"smollm2"``) or `OPTIONAL_PACKS`
-            (``"gemma3"``: Gemma 3 270M, installed separately, see docs/models.md), a Hugging Face id
-            (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
+            (``"gemma3"``: Gemma 3 270M, installed separately, see docs/models.md), a shipped
+            character model (``"char:english"``, ``"char:hebrew"``, see docs/charlm.md), a Hugging
+            Face id (``"gpt2"``, ``"bert-base-uncased"``) or a local folder saved with ``save_pretrained``.
         device: where to run (``"cpu"``, ``"cuda"``, ...); default CUDA if available, else CPU.
         dtype: weight dtype; default float32 (attention is always returned as float32).
         device_map, max_memory, offload_folder: for a model that does not fit one device
@@ -616,6 +617,15 @@ def load_model(
             f"Fix: use one of the aliases {sorted(ALIASES)} or a Hugging Face id."
         )
     source = str(name)
+    if source.lower().startswith("char:"):  # the shipped character models (attn_tools.charlm)
+        from attn_tools.charlm import load_char_model
+
+        if device_map is not None or max_memory is not None:
+            raise ModelLoadError(
+                f"{source!r} is a small character model: device_map/max_memory do not apply. "
+                "Fix: pass device= instead."
+            )
+        return load_char_model(source[5:], device=None if device is None else str(device))
     place = plan_placement(
         source, device=device, device_map=device_map, max_memory=max_memory,
         offload_folder=offload_folder,

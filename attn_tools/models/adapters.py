@@ -432,7 +432,12 @@ def get_adapter(model: Any, *, generic: bool = False) -> ModelAdapter:
         )
     model_type = str(getattr(model.config, "model_type", ""))
     n_layers, n_heads, n_kv, head_dim, d_model = _sizes(model.config, model_type)
-    paths = None if generic else _FAMILIES.get(model_type)
+    # a module wrapped by models.custom.bundle_from_module names its own parts
+    own = getattr(model, "adapter_paths", None)
+    if isinstance(own, dict):
+        paths: _FamilyPaths | None = _FamilyPaths(**own)
+    else:
+        paths = None if generic else _FAMILIES.get(model_type)
     family = model_type if paths is not None else "generic"
     if paths is None:
         paths = _discover(model, n_layers, n_heads * head_dim, d_model, model_type, n_kv * head_dim)
