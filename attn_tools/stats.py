@@ -521,8 +521,8 @@ def write_stats(
 
     Under ``torchrun`` every rank calls it: each extracts its share of the sentences, the head
     statistics (and the held-out ones) are reduced over ranks, rank 0 writes everything and
-    returns the paths, the other ranks return ``[]``. ``syntax`` and ``similarity`` are not
-    sharded: rank 0 computes them on every sentence.
+    returns the paths, the other ranks return ``[]``. ``syntax`` and ``similarity`` are reduced
+    the same way (`attn_tools.syntax`).
     """
     import time
 
@@ -557,11 +557,16 @@ def write_stats(
     if holdout is not None:
         held = extract(bundle, held_texts, batch_size=batch_size, progress=show)
         held_stats = head_stats(held, drop_keys=drop_keys, thresholds=thresholds)
-    if w.distributed and (syntax or similarity):
-        # syntax_table and head_distances are not sharded: rank 0 measures every sentence
-        if not w.is_main:
-            return []
-        records = extract(bundle, texts, batch_size=batch_size, progress=show, shard=False)
+    # syntax_table and head_distances reduce over ranks too (collective calls: every rank)
+    syntax_rows = distances = None
+    if syntax:
+        from attn_tools.syntax import syntax_table
+
+        syntax_rows = syntax_table(records)
+    if similarity:
+        from attn_tools.syntax import head_distances
+
+        distances = head_distances(records, drop_keys=drop_keys)
     if not w.is_main:  # one writer: rank 0
         return []
     slug = file_slug(bundle.name)
@@ -575,16 +580,13 @@ def write_stats(
             path = out / f"type_{name}_{slug}.csv"
             table.to_csv(path, index=False)
             paths.append(path)
-    if syntax:
-        from attn_tools.syntax import syntax_table
+    if syntax_rows is not None:
+        paths += write_table(syntax_rows, out, f"syntax_{slug}")
+        paths += viz.save_figure(viz.plot_syntax_table(syntax_rows), out / f"syntax_{slug}.png")
+    if distances is not None:
+        from attn_tools.syntax import embed_heads
 
-        table = syntax_table(records)
-        paths += write_table(table, out, f"syntax_{slug}")
-        paths += viz.save_figure(viz.plot_syntax_table(table), out / f"syntax_{slug}.png")
-    if similarity:
-        from attn_tools.syntax import embed_heads, head_distances
-
-        emb = embed_heads(head_distances(records, drop_keys=drop_keys))
+        emb = embed_heads(distances)
         paths += write_table(emb, out, f"head_map_{slug}")
         fig = viz.plot_head_embedding(emb, stats, label_column="head_type")
         paths += viz.save_figure(fig, out / f"head_map_{slug}.png")
@@ -598,7 +600,10 @@ def write_stats(
         "drop_keys": drop_keys_label(drop_keys),
         "type_rule": (thresholds or HeadTypeThresholds()).describe(),
         "batch_size": batch_size,
-        "sharded": ["head_stats"] + (["holdout"] if holdout is not None else []),
+        "sharded": ["head_stats"]
+        + (["holdout"] if holdout is not None else [])
+        + (["syntax"] if syntax else [])
+        + (["similarity"] if similarity else []),
         "files": [str(p.relative_to(out)) for p in paths],
     }
     key = f"head_stats_{slug}" + ("" if entry["drop_keys"] == "none" else f"_{entry['drop_keys']}")

@@ -230,47 +230,115 @@ def _count(
     parses: Sequence[Parse] | None,
     offsets: Sequence[int] = DEFAULT_OFFSETS,
 ) -> _Counts:
-    """One pass over the sentences: hits of every head (both directions) and every offset."""
-    recs = _check_records(records)
-    parsed = _parses(recs, parses)
+    """One pass over the sentences: hits of every head (both directions) and every offset.
+
+    Records of a data-parallel run (`attn_tools.distributed`) carry their shard: each rank
+    parses and counts its own sentences, the relation labels are counted over all ranks, and the
+    per-sentence rows are gathered in sentence order, so every rank gets the single-process
+    counts (integers: exactly). A collective call then; every rank must make it.
+    """
     offs = tuple(int(k) for k in offsets)
     if not offs or 0 in offs:
         raise ValueError(
             f"offsets must be non-zero word distances, got {offsets!r}. Fix: use the default "
             "(−3..3 without 0); offset 0 is the word itself, never a candidate."
         )
-    L, H = np.shape(recs[0].attention)[:2]
-    # arcs first (cheap), attention one sentence at a time: memory stays that of one sentence
-    per_sentence = [_sentence_arcs(r, p) for r, p in zip(recs, parsed)]
-    rels = _relations(relations, [rel for arcs, _, _ in per_sentence for rel in arcs.relation])
+    shard = getattr(records, "shard", None)
+    if shard is None or not shard.world.distributed:
+        recs = _check_records(records)
+        per_sentence = _arcs_of(recs, parses)
+        rels = _relations(relations, [rel for arcs, _, _ in per_sentence for rel in arcs.relation])
+        L, H = np.shape(recs[0].attention)[:2]
+        rows = _count_rows(recs, per_sentence, rels, offs)
+        return _counts(str(recs[0].model), int(L), int(H), rels, offs, rows)
+
+    from attn_tools.distributed import gather_outcome, merge_in_sentence_order
+
+    w = shard.world
+    local: dict[str, Any] = {}
+
+    def first() -> tuple[str, int, int, list[str]] | None:
+        if isinstance(records, list) and not records:  # a rank may get no sentence
+            local.update(recs=[], arcs=[])
+            return None
+        recs = _check_records(records)
+        local.update(recs=recs, arcs=_arcs_of(recs, parses))
+        L, H = np.shape(recs[0].attention)[:2]
+        labels = [rel for arcs, _, _ in local["arcs"] for rel in arcs.relation]
+        return str(recs[0].model), int(L), int(H), labels
+
+    heads = [h for h in gather_outcome(first, w) if h is not None]
+    if not heads:
+        raise ValueError("records is empty. Fix: pass extract(bundle, sentences) with sentences.")
+    if len({h[:3] for h in heads}) > 1:
+        raise ValueError(
+            f"the ranks hold records of different models or shapes ({sorted({h[:3] for h in heads})})."
+            " Fix: load the same model on every rank."
+        )
+    model, L, H = heads[0][:3]
+    # the label list in rank order: _relations only counts labels, so the order is immaterial
+    rels = _relations(relations, [rel for h in heads for rel in h[3]])
+    parts = gather_outcome(lambda: _count_rows(local["recs"], local["arcs"], rels, offs), w)
+    return _counts(model, L, H, rels, offs, merge_in_sentence_order(parts))
+
+
+def _arcs_of(
+    recs: list[Any], parses: Sequence[Parse] | None
+) -> list[tuple[_SentenceArcs, np.ndarray, np.ndarray]]:
+    """Arcs and pooling matrices of each record (cheap; attention is read later)."""
+    return [_sentence_arcs(r, p) for r, p in zip(recs, _parses(recs, parses))]
+
+
+def _count_rows(
+    recs: list[Any],
+    per_sentence: list[tuple[_SentenceArcs, np.ndarray, np.ndarray]],
+    rels: tuple[str, ...],
+    offs: tuple[int, ...],
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per sentence: head hits ``[2, M, R]``, offset hits ``[K, R]`` and arcs ``[R]`` (int32)."""
     index = {r: i for i, r in enumerate(rels)}
-    S, M, R, K = len(recs), L * H, len(rels), len(offs)
-    hits = np.zeros((S, 2, M, R), dtype=np.int32)
-    offset_hits = np.zeros((S, K, R), dtype=np.int32)
-    n = np.zeros((S, R), dtype=np.int32)
-    for s, (arcs, mean_from, sum_to) in enumerate(per_sentence):
+    R, K = len(rels), len(offs)
+    rows = []
+    # attention one sentence at a time: memory stays that of one sentence
+    for rec, (arcs, mean_from, sum_to) in zip(recs, per_sentence):
+        L, H = np.shape(rec.attention)[:2]
+        hits = np.zeros((2, L * H, R), dtype=np.int32)
+        offset_hits = np.zeros((K, R), dtype=np.int32)
+        n = np.zeros(R, dtype=np.int32)
         rel = np.array([index.get(r, -1) for r in arcs.relation], dtype=np.int64)
         use = rel >= 0
-        if not use.any():
-            continue
-        d, h, rel = arcs.dep[use], arcs.head[use], rel[use]
-        one_hot = np.zeros((len(rel), R), dtype=np.int32)
-        one_hot[np.arange(len(rel)), rel] = 1
-        n[s] = one_hot.sum(axis=0)
-        to_head, from_head = _predictions(_word_attention(recs[s], mean_from, sum_to))
-        # [M, a] hits of every head at once, summed into relations by one matrix product
-        hits[s, 0] = (to_head[:, d] == h).astype(np.int32) @ one_hot
-        hits[s, 1] = (from_head[:, d] == h).astype(np.int32) @ one_hot
-        offset_hits[s] = (np.array(offs)[:, None] == (h - d)[None, :]).astype(np.int32) @ one_hot
+        if use.any():
+            d, h, rel = arcs.dep[use], arcs.head[use], rel[use]
+            one_hot = np.zeros((len(rel), R), dtype=np.int32)
+            one_hot[np.arange(len(rel)), rel] = 1
+            n = one_hot.sum(axis=0).astype(np.int32)
+            to_head, from_head = _predictions(_word_attention(rec, mean_from, sum_to))
+            # [M, a] hits of every head at once, summed into relations by one matrix product
+            hits[0] = (to_head[:, d] == h).astype(np.int32) @ one_hot
+            hits[1] = (from_head[:, d] == h).astype(np.int32) @ one_hot
+            offset_hits = (np.array(offs)[:, None] == (h - d)[None, :]).astype(np.int32) @ one_hot
+        rows.append((hits, offset_hits, n))
+    return rows
+
+
+def _counts(
+    model: str,
+    L: int,
+    H: int,
+    rels: tuple[str, ...],
+    offs: tuple[int, ...],
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> _Counts:
+    M, R, K = L * H, len(rels), len(offs)
     return _Counts(
-        model=str(recs[0].model),
-        n_layers=int(L),
-        n_heads=int(H),
+        model=model,
+        n_layers=L,
+        n_heads=H,
         relations=rels,
-        hits=hits,
-        offset_hits=offset_hits,
+        hits=np.stack([r[0] for r in rows]) if rows else np.zeros((0, 2, M, R), np.int32),
+        offset_hits=np.stack([r[1] for r in rows]) if rows else np.zeros((0, K, R), np.int32),
         offsets=offs,
-        n=n,
+        n=np.stack([r[2] for r in rows]) if rows else np.zeros((0, R), np.int32),
     )
 
 
@@ -622,11 +690,61 @@ def head_distances(
     Returns:
         A `HeadDistances` (``.matrix [L·H, L·H]``).
     """
-    from attn_tools.patterns.base import build_context
-    from attn_tools.scoring.engine import drop_keys_label, dropped_keys
+    from attn_tools.scoring.engine import drop_keys_label
 
     if level not in get_args(Level):
         raise ValueError(f"level must be 'token' or 'word', got {level!r}. Fix: level='word'.")
+    shard = getattr(records, "shard", None)
+    if shard is None or not shard.world.distributed:
+        total, L, H, model, n_sentences = _distance_sums(records, level, drop_keys, parses)
+    else:
+        # a data-parallel run: each rank sums its sentences, the sums are added in rank order
+        from attn_tools.distributed import gather_outcome, sum_in_rank_order
+
+        empty = isinstance(records, list) and not records  # a rank may get no sentence
+        parts = [
+            p
+            for p in gather_outcome(
+                lambda: None if empty else _distance_sums(records, level, drop_keys, parses),
+                shard.world,
+            )
+            if p is not None
+        ]
+        if not parts:
+            raise ValueError(
+                "records is empty. Fix: pass extract(bundle, sentences) with sentences."
+            )
+        if len({p[1:4] for p in parts}) > 1:
+            raise ValueError(
+                f"the ranks hold different models or shapes ({sorted({p[1:4] for p in parts})}). "
+                "Fix: load the same model on every rank."
+            )
+        total = sum_in_rank_order([{"total": p[0]} for p in parts])["total"]
+        _, L, H, model, _ = parts[0]
+        n_sentences = sum(p[4] for p in parts)
+    matrix = total / n_sentences
+    matrix = (matrix + matrix.T) / 2  # exact symmetry; jsd is symmetric up to rounding
+    np.fill_diagonal(matrix, 0.0)
+    layers, heads = np.divmod(np.arange(L * H), H)
+    return HeadDistances(
+        matrix=matrix,
+        layers=layers,
+        heads=heads,
+        model=model,
+        level=level,
+        drop_keys=drop_keys_label(drop_keys),
+        n_sentences=n_sentences,
+    )
+
+
+def _distance_sums(
+    records: Any, level: Level, drop_keys: Any, parses: Sequence[Parse] | None
+) -> tuple[np.ndarray, int, int, str, int]:
+    """Sum over ``records`` of the per-sentence head distances ``[M, M]``, with L, H, the model
+    and the number of sentences."""
+    from attn_tools.patterns.base import build_context
+    from attn_tools.scoring.engine import dropped_keys
+
     recs = _check_records(records)
     parsed: list[Parse | None]
     # punctuation keys come from the token texts; only word level (or a callable that may read
@@ -655,19 +773,7 @@ def head_distances(
                 "Fix: drop fewer keys (e.g. 'first') or leave that sentence out."
             )
         total += _sentence_head_distances(A[:, keep][:, :, keep])
-    matrix = total / len(recs)
-    matrix = (matrix + matrix.T) / 2  # exact symmetry; jsd is symmetric up to rounding
-    np.fill_diagonal(matrix, 0.0)
-    layers, heads = np.divmod(np.arange(L * H), H)
-    return HeadDistances(
-        matrix=matrix,
-        layers=layers,
-        heads=heads,
-        model=str(recs[0].model),
-        level=level,
-        drop_keys=drop_keys_label(drop_keys),
-        n_sentences=len(recs),
-    )
+    return total, int(L), int(H), str(recs[0].model), len(recs)
 
 
 def _square(distances: HeadDistances | np.ndarray) -> np.ndarray:

@@ -76,9 +76,9 @@ texts = open(corpus).read().splitlines()
 w = world()
 codes = [
     main(["stats", "--model", "minilm", "--sentences", corpus, "--holdout", holdout,
-          "--out", f"{out}/stats", "--quiet"]),
-    main(["ablate", "--model", "minilm", "--sentences", corpus, "--out", f"{out}/ablate",
-          "--quiet"]),
+          "--syntax", "--similarity", "--out", f"{out}/stats", "--quiet"]),
+    main(["ablate", "--model", "minilm", "--sentences", corpus, "--limit", str(len(texts)),
+          "--out", f"{out}/ablate"]),
 ]
 bundle = load_model("minilm", device="cpu")
 heads = [(0, 0), (3, 5), (5, 11)]
@@ -154,12 +154,28 @@ def test_torchrun_stats_equals_the_single_process_table(launched, minilm):
     agreement = pd.read_csv(tmp / "stats" / "type_agreement_all-MiniLM-L6-v2.csv")
     assert agreement["n_heads"].tolist() == [72]
 
+    # syntax: integer counts gathered in sentence order, so the table (bootstrap included) is
+    # identical; similarity: distance sums added in rank order, then MDS
+    from attn_tools.syntax import embed_heads, head_distances, syntax_table
+
+    records = extract(minilm, texts, progress=False)
+    syn = pd.read_parquet(tmp / "stats" / "syntax_all-MiniLM-L6-v2.parquet")
+    ref_syn = syntax_table(records)
+    assert len(syn) > 0
+    pd.testing.assert_frame_equal(syn, ref_syn, check_exact=True)
+    emb = pd.read_parquet(tmp / "stats" / "head_map_all-MiniLM-L6-v2.parquet")
+    ref_emb = embed_heads(head_distances(records))
+    assert emb.columns.tolist() == ref_emb.columns.tolist()
+    num = emb.select_dtypes("number").columns
+    np.testing.assert_allclose(emb[num].to_numpy(), ref_emb[num].to_numpy(), rtol=0, atol=1e-9)
+
     info = json.loads((tmp / "stats" / "run.json").read_text())
     assert (info["world_size"], info["backend"], info["launcher"]) == (2, "gloo", "torchrun")
     entry = info["runs"]["head_stats_all-MiniLM-L6-v2"]
     assert entry["sentences_per_rank"] == [5, 4] and entry["n_sentences"] == N_SENTENCES
     assert entry["exactly_once"] is True
     assert entry["holdout_per_rank"] == [2, 2]
+    assert entry["sharded"] == ["head_stats", "holdout", "syntax", "similarity"]
     assert "head_stats_all-MiniLM-L6-v2.parquet" in entry["files"]
 
 
