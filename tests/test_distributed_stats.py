@@ -89,6 +89,14 @@ alone = ablate_heads(bundle, texts, heads, method="mean", shard=False)
 zero = ablate_heads(bundle, texts, shard=False)
 if w.is_main:
     zero.to_parquet(f"{out}/zero-alone.parquet")
+# one sentence for two ranks: rank 1 has nothing to measure and must still take part
+from attn_tools import extract, iter_extract
+from attn_tools.stats import head_stats
+head_stats(extract(bundle, texts[:1], progress=False)).to_parquet(f"{out}/one-stats-{w.rank}.parquet")
+ablate_heads(bundle, texts[:1], heads).to_parquet(f"{out}/one-ablate-{w.rank}.parquet")
+with open(corpus) as lines:  # a stream of unknown length: every other line on each rank
+    streamed = head_stats(iter_extract(bundle, (t.strip() for t in lines), progress=False))
+streamed.to_parquet(f"{out}/streamed-{w.rank}.parquet")
 try:  # a rank that fails must not leave the other one waiting in a collective
     gather_outcome(lambda: 1 / 0 if w.rank == 1 else "fine", w)
     failure = None
@@ -149,6 +157,16 @@ def test_torchrun_stats_equals_the_single_process_table(launched, minilm):
         worst = max(worst, float(diff.max()))
         # every sentence counted once: each head saw every sentence of the set
         assert (got["n_sentences"] == len(records)).all()
+    ref = head_stats(extract(minilm, texts, progress=False))
+    one = head_stats(extract(minilm, texts[:1], progress=False))
+    for rank in (0, 1):
+        streamed = pd.read_parquet(tmp / f"streamed-{rank}.parquet")
+        assert streamed["n_sentences"].tolist() == ref["n_sentences"].tolist()
+        diff = np.abs(streamed[list(STAT_COLUMNS)].to_numpy() - ref[list(STAT_COLUMNS)].to_numpy())
+        worst = max(worst, float(diff.max()))
+        # one sentence, rank 1 without any: both ranks hold exactly the one-sentence table
+        got_one = pd.read_parquet(tmp / f"one-stats-{rank}.parquet")
+        pd.testing.assert_frame_equal(got_one, one, check_exact=True)
     assert worst <= 1e-9, worst
     print(f"head_stats torchrun 2 vs 1 process: largest difference {worst:.3g}")
     agreement = pd.read_csv(tmp / "stats" / "type_agreement_all-MiniLM-L6-v2.csv")
@@ -195,6 +213,10 @@ def test_torchrun_ablate_equals_the_single_process_table(launched, minilm):
     assert [r["per_rank"] for r in ranks] == [[5, 4], [5, 4]]
     m0, m1 = (pd.read_parquet(tmp / f"mean-{r}.parquet") for r in (0, 1))
     assert m0.equals(m1)  # every rank holds the whole table
+    one = ablate_heads(minilm, texts[:1], [(0, 0), (3, 5), (5, 11)])
+    for rank in (0, 1):  # rank 1 measured nothing and still holds the table
+        got_one = pd.read_parquet(tmp / f"one-ablate-{rank}.parquet")
+        pd.testing.assert_frame_equal(got_one, one, check_exact=True)
     # a failing rank: it raises its own error, the other rank a matching one, nobody hangs
     assert ranks[1]["failure"][0] == "ZeroDivisionError"
     assert ranks[0]["failure"][0] == "RuntimeError" and "rank 1 failed" in ranks[0]["failure"][1]
