@@ -16,6 +16,12 @@ The launcher's environment is the one source of truth here; accelerate launch se
 The reduction always uses a gloo group (CPU tensors and Python objects): the running sums are a
 few kilobytes per model, so NCCL would buy nothing, and gloo works on GPU nodes as well.
 
+Other analyses reduce with the generic helpers at the end of this module: `gather_outcome`
+(every rank's result; a failure on one rank raises on all, so none waits forever),
+`merge_in_sentence_order` (per-sentence rows back in corpus order: `ablate_heads`,
+`syntax_table`), `sum_in_rank_order` (float64 sums: `head_stats`, `head_distances`), and
+`rank_info` / `write_provenance` for ``run.json``.
+
 The resumable, checkpointed run that the CLI uses lives in `attn_tools.runs`.
 
 Example (``torchrun --nproc_per_node 2 my_script.py``)::
@@ -202,8 +208,9 @@ def barrier(w: World | None = None) -> None:
 def work_alone() -> None:
     """From now on this process shards nothing and waits for no other rank.
 
-    For a command that rank 0 runs by itself under torchrun while the other ranks exit (the CLI's
-    ``stats`` and ``ablate``): without it, its ``extract`` calls would keep only rank 0's share.
+    For work that rank 0 does by itself under torchrun while the other ranks exit (every CLI
+    command shards now; a user script may still want it): without it, its ``extract`` calls would
+    keep only rank 0's share.
     """
     global _ALONE
     _ALONE = True
