@@ -111,12 +111,14 @@ def _head_output_sums(
 
 @torch.no_grad()
 def mean_head_outputs(
-    bundle: ModelBundle, sentences: Sequence[str], *, shard: bool | None = None
+    bundle: ModelBundle, sentences: Sequence[str], *, shard: bool = False
 ) -> torch.Tensor:
     """Every head's output averaged over all tokens of ``sentences``: ``[L, H, head_dim]``.
 
-    Under ``torchrun`` (``shard`` None or True) each rank sums its share of the sentences and
-    the ranks' float64 sums are added (a collective call); ``shard=False`` reads every sentence.
+    With ``shard=True`` under ``torchrun`` each rank sums its share of the sentences and the
+    ranks' float64 sums are added (a collective call: every rank must make it; `ablate_heads`
+    does). The default reads every sentence here, so callers that run on one rank (attribution
+    patching, attention replacement) never wait for the others.
     """
     adapter = get_adapter(bundle)
     sentences = _check_sentences(sentences, "reference")
