@@ -414,22 +414,10 @@ def _is_main() -> bool:
     return world().is_main
 
 
-def _rank0_only(command: str) -> bool:
-    """True on the ranks > 0 of a torchrun launch, after saying that rank 0 does the work."""
-    from attn_tools.distributed import work_alone
-
-    if _is_main():
-        work_alone()  # rank 0 extracts every sentence itself
-        return False
-    print(f"attn-tools {command}: not sharded yet; rank 0 runs it alone (docs/distributed.md)")
-    return True
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     from attn_tools.stats import HeadTypeThresholds, write_stats
 
-    if _rank0_only("stats"):
-        return 0
+    # under torchrun every rank shares the work; rank 0 writes and returns the paths
     thresholds = HeadTypeThresholds(args.positional, args.focused, args.broad)
     for model in args.model or DEFAULT_MODELS:
         paths = write_stats(
@@ -437,7 +425,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             thresholds=thresholds, limit=args.limit, batch_size=args.batch_size,
             progress=not args.quiet, syntax=args.syntax, similarity=args.similarity,
         )  # fmt: skip
-        print(f"{model}: wrote " + ", ".join(str(p) for p in paths))
+        if paths:
+            print(f"{model}: wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -469,13 +458,16 @@ def cmd_hints(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from attn_tools.data import load_sentences
+    from attn_tools.distributed import default_device
     from attn_tools.interventions.outputs import write_ablation
     from attn_tools.models import load_model
 
-    if _rank0_only("ablate"):
-        return 0
     texts = load_sentences(args.sentences, limit=args.limit, progress=False)
-    table, paths = write_ablation(load_model(args.model), texts, args.out, method=args.method)
+    bundle = load_model(args.model, device=default_device())
+    # under torchrun every rank measures its share; rank 0 writes
+    table, paths = write_ablation(bundle, texts, args.out, method=args.method)
+    if not paths:
+        return 0
     top = table.sort_values("delta_loss", ascending=False).head(args.top)
     print(top.to_string(index=False))
     print("wrote " + ", ".join(map(str, paths)))

@@ -16,6 +16,12 @@ The launcher's environment is the one source of truth here; accelerate launch se
 The reduction always uses a gloo group (CPU tensors and Python objects): the running sums are a
 few kilobytes per model, so NCCL would buy nothing, and gloo works on GPU nodes as well.
 
+Other analyses reduce with the generic helpers at the end of this module: `gather_outcome`
+(every rank's result; a failure on one rank raises on all, so none waits forever),
+`merge_in_sentence_order` (per-sentence rows back in corpus order: `ablate_heads`,
+`syntax_table`), `sum_in_rank_order` (float64 sums: `head_stats`, `head_distances`), and
+`rank_info` / `write_provenance` for ``run.json``.
+
 The resumable, checkpointed run that the CLI uses lives in `attn_tools.runs`.
 
 Example (``torchrun --nproc_per_node 2 my_script.py``)::
@@ -29,13 +35,22 @@ Example (``torchrun --nproc_per_node 2 my_script.py``)::
 from __future__ import annotations
 
 import itertools
+import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from attn_tools.scoring.engine import HeadScorer
+
+T = TypeVar("T")
 
 __all__ = [
     "Shard",
@@ -44,10 +59,15 @@ __all__ = [
     "all_gather",
     "barrier",
     "default_device",
+    "gather_outcome",
+    "merge_in_sentence_order",
+    "rank_info",
     "reduce_scorer",
     "shard_sentences",
+    "sum_in_rank_order",
     "work_alone",
     "world",
+    "write_provenance",
 ]
 
 Launcher = Literal["single", "torchrun", "accelerate", "env"]
@@ -188,8 +208,9 @@ def barrier(w: World | None = None) -> None:
 def work_alone() -> None:
     """From now on this process shards nothing and waits for no other rank.
 
-    For a command that rank 0 runs by itself under torchrun while the other ranks exit (the CLI's
-    ``stats`` and ``ablate``): without it, its ``extract`` calls would keep only rank 0's share.
+    For work that rank 0 does by itself under torchrun while the other ranks exit (every CLI
+    command shards now; a user script may still want it): without it, its ``extract`` calls would
+    keep only rank 0's share.
     """
     global _ALONE
     _ALONE = True
@@ -303,3 +324,148 @@ def reduce_scorer(scorer: HeadScorer, shard: Shard) -> None:
         for acc in merged.accs.values():
             acc.resum()
     scorer.accs, scorer.dropped, scorer.n_records = merged.accs, merged.dropped, merged.n_records
+
+
+# ----------------------------------------------------------------------------- generic helpers
+# (for analyses other than scoring: `attn_tools.stats.head_stats`, `ablate_heads`)
+
+#: exception types re-raised under their own name on the ranks that did not fail
+_KNOWN_ERRORS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "FileNotFoundError": FileNotFoundError,
+}
+
+
+def gather_outcome(work: Callable[[], T], w: World | None = None) -> list[T]:
+    """Run ``work()`` on this rank and return every rank's result, in rank order (collective).
+
+    If ``work`` raises on any rank, every rank raises: the failing rank its own exception, the
+    others the same type (ValueError, TypeError, FileNotFoundError; else RuntimeError) with the
+    failing rank's message. Without this, a rank that fails before a collective call leaves the
+    others waiting in it forever.
+    """
+    w = world() if w is None else w
+    if not w.distributed:
+        return [work()]
+    failure: Exception | None = None
+    result: Any = None
+    try:
+        result = work()
+    except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+        failure = exc
+    told = None if failure is None else (type(failure).__name__, str(failure))
+    outcomes = all_gather((result, told), w)
+    if failure is not None:
+        raise failure
+    for rank, (_, err) in enumerate(outcomes):
+        if err is not None:
+            name, message = err
+            raise _KNOWN_ERRORS.get(name, RuntimeError)(f"rank {rank} failed: {message}")
+    return [r for r, _ in outcomes]
+
+
+def merge_in_sentence_order(parts: Sequence[Sequence[T]]) -> list[T]:
+    """Per-sentence items of every rank (rank order) put back in corpus order.
+
+    Item ``k`` of rank ``r`` is sentence ``r + k * world_size`` (the sharding of
+    `shard_sentences`), so the result is what one process would have produced.
+
+    Raises:
+        RuntimeError: the parts' lengths cannot come from that sharding (a rank lost or
+            repeated a sentence).
+    """
+    sizes = [len(p) for p in parts]
+    if sizes and (any(a < b for a, b in zip(sizes, sizes[1:])) or sizes[0] - sizes[-1] > 1):
+        raise RuntimeError(
+            f"the ranks returned {sizes} per-sentence rows, which no i % world_size sharding "
+            "gives (they differ by one at most, lower ranks first). Fix: return one row per "
+            "sentence of the rank's shard, on every rank."
+        )
+    out: list[T] = []
+    for k in range(sizes[0] if sizes else 0):
+        out.extend(p[k] for p in parts if k < len(p))
+    return out
+
+
+def sum_in_rank_order(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Add the ranks' arrays key by key, in rank order (float64 for floats; a key that a rank
+    lacks adds nothing). The keys keep the order in which they are first seen."""
+    import numpy as np
+
+    out: dict[str, np.ndarray] = {}
+    for rank, part in enumerate(parts):
+        for key, value in part.items():
+            value = np.asarray(value)
+            if key not in out:
+                out[key] = value.astype(np.float64) if value.dtype.kind == "f" else value.copy()
+            elif out[key].shape != value.shape:
+                raise RuntimeError(
+                    f"rank {rank} holds {key!r} with shape {value.shape}, the ranks before it "
+                    f"{out[key].shape}. Fix: run the same model and settings on every rank."
+                )
+            else:
+                out[key] = out[key] + value
+    return out
+
+
+def rank_info(sentences: int, seconds: float, w: World | None = None) -> list[dict[str, Any]]:
+    """Every rank's ``{"rank", "sentences", "seconds", "host"}`` in rank order (collective)."""
+    w = world() if w is None else w
+    mine = {
+        "rank": w.rank,
+        "sentences": int(sentences),
+        "seconds": round(float(seconds), 3),
+        "host": socket.gethostname(),
+    }
+    return all_gather(mine, w)
+
+
+def write_provenance(
+    out: str | Path,
+    key: str,
+    entry: Mapping[str, Any],
+    *,
+    ranks: Sequence[Mapping[str, Any]],
+    n_sentences: int,
+    w: World | None = None,
+    command: Sequence[str] | None = None,
+) -> Path:
+    """Add one analysis to ``<out>/run.json`` (the file `attn_tools.runs.write_score_run`
+    writes): the top-level ``world_size``, ``backend``, ``launcher``, ``command`` and
+    ``versions``, and under ``runs[key]`` the ``entry`` plus ``n_sentences``,
+    ``sentences_per_rank`` (from ``ranks``, see `rank_info`), ``seconds_per_rank``, ``hosts``,
+    ``exactly_once`` (the ranks' sentences sum to the corpus) and ``finished``. Call it on
+    rank 0 only. Returns the path."""
+    from attn_tools.runs import _atomic_write, _versions
+
+    w = world() if w is None else w
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sentences = [int(r["sentences"]) for r in ranks]
+    record = {
+        **entry,
+        "n_sentences": int(n_sentences),
+        "sentences_per_rank": sentences,
+        "seconds_per_rank": [r["seconds"] for r in ranks],
+        "hosts": sorted({r["host"] for r in ranks}),
+        "exactly_once": sum(sentences) == int(n_sentences),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = out / "run.json"
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:  # a damaged file is replaced, not trusted
+        info = {}
+    info.update(
+        {
+            "world_size": w.world_size,
+            "backend": w.backend or "none",
+            "launcher": w.launcher,
+            "command": list(sys.argv if command is None else command),
+            "versions": _versions(),
+        }
+    )
+    info.setdefault("runs", {})[key] = record
+    _atomic_write(path, lambda h: h.write(json.dumps(info, indent=2).encode()))
+    return path

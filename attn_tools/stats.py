@@ -180,6 +180,7 @@ class _Model:
     total: np.ndarray  # [M, S] sum over sentences of per-sentence means
     n_sentences: np.ndarray  # [M]
     n_rows: np.ndarray  # [M]
+    first: int = 0  # position of the model's first record (orders models in a reduction)
 
 
 def head_stats(
@@ -206,14 +207,18 @@ def head_stats(
         Columns ``model, layer, head``, the statistics `STAT_COLUMNS` (see the module docstring
         for which rows count and each definition), ``head_type``, ``n_sentences``, ``n_rows``,
         ``drop_keys`` and ``type_rule`` (the settings travel with the table). A head with no kept
-        row in any sentence has NaN statistics and type ``"mixed"``.
+        row in any sentence has NaN statistics and type ``"mixed"``. ``attrs`` holds
+        ``sentences_per_rank`` (provenance).
+
+    Under ``torchrun`` the records of `extract` carry their shard: each rank sums its own
+    sentences and the ranks' sums are added in rank order (a collective call: every rank must
+    make it), so every rank gets the single-process table, counts exactly and means up to the
+    order of the float64 additions (~1e-16).
 
     Example:
         >>> stats = head_stats(extract(load_model("smollm2"), load_sentences("story")[:24]))
         >>> stats.groupby("layer").head_type.value_counts()
     """
-    from attn_tools.patterns import build_context
-
     if not (drop_keys is None or callable(drop_keys) or drop_keys in _DROP_CHOICES):
         raise ValueError(
             f"drop_keys must be None, 'none', 'first', 'special', 'special+punct' or a callable "
@@ -225,9 +230,55 @@ def head_stats(
             f"thresholds is {type(thresholds).__name__}, not HeadTypeThresholds. Fix: pass "
             "HeadTypeThresholds(positional=..., focused=..., broad=...)."
         )
+    # records of a data-parallel run (`attn_tools.distributed`) know their shard: each rank
+    # sums its own sentences, then the sums of every rank are added (collective call)
+    shard = getattr(records, "shard", None)
+    if shard is None or not shard.world.distributed:
+        models, n_records = _accumulate(records, drop_keys, contexts)
+        per_rank = [n_records]
+    else:
+        from attn_tools.distributed import gather_outcome
+
+        empty = isinstance(records, list) and not records  # a rank may get no sentence
+        parts = gather_outcome(
+            lambda: ({}, 0) if empty else _accumulate(records, drop_keys, contexts), shard.world
+        )
+        models, per_rank = _merge_models(parts, shard), [n for _, n in parts]
+        if shard.total is not None and sum(per_rank) != shard.total:
+            raise RuntimeError(
+                f"the ranks measured {per_rank} sentences, {sum(per_rank)} in all, for a corpus "
+                f"of {shard.total}. Fix: pass head_stats every record a rank extracted."
+            )
+    if not models:
+        raise ValueError("records held no record. Fix: extract at least one sentence first.")
+    frames = []
+    for name, m in models.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = m.total / np.where(m.n_sentences > 0, m.n_sentences, np.nan)[:, None]
+        df = pd.DataFrame(means, columns=list(STAT_COLUMNS))
+        df.insert(0, "model", name)
+        df.insert(1, "layer", np.repeat(np.arange(m.n_layers), m.n_heads))
+        df.insert(2, "head", np.tile(np.arange(m.n_heads), m.n_layers))
+        df["n_sentences"] = m.n_sentences
+        df["n_rows"] = m.n_rows
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True)
+    table["drop_keys"] = drop_keys_label(drop_keys)
+    table = assign_head_types(table, thresholds)
+    table.attrs["sentences_per_rank"] = per_rank  # provenance (run.json), not meaning
+    return table
+
+
+def _accumulate(
+    records: Iterable[Any], drop_keys: DropKeys, contexts: Iterable[Any] | None
+) -> tuple[dict[str, _Model], int]:
+    """Per model, the sums over this process' sentences (`_Model`) and the number of records."""
+    from attn_tools.patterns import build_context
+
     ctx_iter = iter(contexts) if contexts is not None else None
     models: dict[str, _Model] = {}
     S = len(STAT_COLUMNS)
+    index = -1
     for index, rec in enumerate(check_records(records)):
         ctx = next(ctx_iter, None) if ctx_iter is not None else None
         if ctx_iter is not None and ctx is None:
@@ -246,8 +297,9 @@ def head_stats(
         m = models.get(rec.model)
         if m is None:
             m = models[rec.model] = _Model(
-                rec.kind, L, H, np.zeros((L * H, S)), np.zeros(L * H, int), np.zeros(L * H, int)
-            )
+                rec.kind, L, H, np.zeros((L * H, S)), np.zeros(L * H, int), np.zeros(L * H, int),
+                first=index,
+            )  # fmt: skip
         elif (m.n_layers, m.n_heads) != (L, H):
             raise ValueError(
                 f"record {index} of model {rec.model!r} has {L}×{H} heads, earlier ones "
@@ -272,22 +324,41 @@ def head_stats(
         m.total[has] += sums[has] / counts[has, None]
         m.n_sentences += has
         m.n_rows += counts
-    if not models:
-        raise ValueError("records held no record. Fix: extract at least one sentence first.")
-    frames = []
-    for name, m in models.items():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = m.total / np.where(m.n_sentences > 0, m.n_sentences, np.nan)[:, None]
-        df = pd.DataFrame(means, columns=list(STAT_COLUMNS))
-        df.insert(0, "model", name)
-        df.insert(1, "layer", np.repeat(np.arange(m.n_layers), m.n_heads))
-        df.insert(2, "head", np.tile(np.arange(m.n_heads), m.n_layers))
-        df["n_sentences"] = m.n_sentences
-        df["n_rows"] = m.n_rows
-        frames.append(df)
-    table = pd.concat(frames, ignore_index=True)
-    table["drop_keys"] = drop_keys_label(drop_keys)
-    return assign_head_types(table, thresholds)
+    return models, index + 1
+
+
+def _merge_models(parts: list[tuple[dict[str, _Model], int]], shard: Any) -> dict[str, _Model]:
+    """The ranks' sums added in rank order; models in the order a single process meets them
+    (by the corpus number of each model's first sentence)."""
+    W = shard.world.world_size
+    first: dict[str, int] = {}
+    for rank, (models, _) in enumerate(parts):
+        for name, m in models.items():
+            number = rank + m.first * W  # record k of rank r is sentence r + k * W
+            first[name] = min(first.get(name, number), number)
+    merged: dict[str, _Model] = {}
+    for name in sorted(first, key=first.__getitem__):
+        for rank, (models, _) in enumerate(parts):
+            m = models.get(name)
+            if m is None:
+                continue
+            if name not in merged:
+                merged[name] = _Model(
+                    m.kind, m.n_layers, m.n_heads, m.total.copy(), m.n_sentences.copy(),
+                    m.n_rows.copy(), first=first[name],
+                )  # fmt: skip
+                continue
+            into = merged[name]
+            if (into.n_layers, into.n_heads) != (m.n_layers, m.n_heads):
+                raise ValueError(
+                    f"rank {rank} has model {name!r} with {m.n_layers}×{m.n_heads} heads, "
+                    f"another rank {into.n_layers}×{into.n_heads}. Fix: load the same model "
+                    "on every rank."
+                )
+            into.total += m.total
+            into.n_sentences += m.n_sentences
+            into.n_rows += m.n_rows
+    return merged
 
 
 def assign_head_types(
@@ -444,15 +515,26 @@ def write_stats(
     `attn_tools.syntax.syntax_table` as ``syntax_<model>.csv`` and its bar chart; with
     ``similarity``: the heads' Jensen–Shannon distances mapped by classical MDS and coloured by
     head type (``head_map_<model>.csv`` and ``.png``; its cost grows with (layers × heads)² ×
-    tokens², so use it on tens of sentences). Returns the paths.
+    tokens², so use it on tens of sentences), and ``run.json`` (how the tables were made:
+    world size, backend, sentences per rank; `attn_tools.distributed.write_provenance`).
+    Returns the paths.
+
+    Under ``torchrun`` every rank calls it: each extracts its share of the sentences, the head
+    statistics (and the held-out ones) are reduced over ranks, rank 0 writes everything and
+    returns the paths, the other ranks return ``[]``. ``syntax`` and ``similarity`` are reduced
+    the same way (`attn_tools.syntax`).
     """
+    import time
+
     from attn_tools import viz
     from attn_tools.data import load_sentences
+    from attn_tools.distributed import default_device, rank_info, world, write_provenance
     from attn_tools.extract import extract
     from attn_tools.models import load_model
     from attn_tools.report import file_slug, write_table
 
     out = Path(out)
+    w = world()
     texts = load_sentences(sentences, limit=limit, progress=progress)
     held_texts: list[str] = []
     if holdout is not None:  # checked before any work, so a bad set costs nothing
@@ -464,33 +546,66 @@ def write_stats(
                 f"{next(iter(overlap))[:50]!r}), so agreement would not test stability. Fix: pass "
                 "a disjoint --holdout set (the built-in 'heldout' set is disjoint from the others)."
             )
-    bundle = load_model(model)
-    records = extract(bundle, texts, batch_size=batch_size, progress=progress)
+    bundle = load_model(model, device=default_device(w))
+    show = progress and w.is_main
+    # under torchrun every rank extracts its own sentences and head_stats adds the ranks' sums
+    t0 = time.perf_counter()
+    records = extract(bundle, texts, batch_size=batch_size, progress=show)
     stats = head_stats(records, drop_keys=drop_keys, thresholds=thresholds)
+    ranks = rank_info(len(records), time.perf_counter() - t0, w)
+    held_stats = None
+    if holdout is not None:
+        held = extract(bundle, held_texts, batch_size=batch_size, progress=show)
+        held_stats = head_stats(held, drop_keys=drop_keys, thresholds=thresholds)
+    # syntax_table and head_distances reduce over ranks too (collective calls: every rank)
+    syntax_rows = distances = None
+    if syntax:
+        from attn_tools.syntax import syntax_table
+
+        syntax_rows = syntax_table(records)
+    if similarity:
+        from attn_tools.syntax import head_distances
+
+        distances = head_distances(records, drop_keys=drop_keys)
+    if not w.is_main:  # one writer: rank 0
+        return []
     slug = file_slug(bundle.name)
     paths = write_table(stats, out, f"head_stats_{slug}")
     paths += viz.save_figure(viz.plot_head_type_grid(stats), out / f"head_types_{slug}.png")
     paths += viz.save_figure(viz.plot_layer_progression(stats), out / f"layers_{slug}.png")
-    if holdout is not None:
-        held = extract(bundle, held_texts, batch_size=batch_size, progress=progress)
-        held_stats = head_stats(held, drop_keys=drop_keys, thresholds=thresholds)
+    if held_stats is not None:
         paths += write_table(held_stats, out, f"head_stats_{slug}_holdout")
         agreement = head_type_agreement(stats, held_stats)
         for name, table in (("agreement", agreement.summary), ("confusion", agreement.confusion)):
             path = out / f"type_{name}_{slug}.csv"
             table.to_csv(path, index=False)
             paths.append(path)
-    if syntax:
-        from attn_tools.syntax import syntax_table
+    if syntax_rows is not None:
+        paths += write_table(syntax_rows, out, f"syntax_{slug}")
+        paths += viz.save_figure(viz.plot_syntax_table(syntax_rows), out / f"syntax_{slug}.png")
+    if distances is not None:
+        from attn_tools.syntax import embed_heads
 
-        table = syntax_table(records)
-        paths += write_table(table, out, f"syntax_{slug}")
-        paths += viz.save_figure(viz.plot_syntax_table(table), out / f"syntax_{slug}.png")
-    if similarity:
-        from attn_tools.syntax import embed_heads, head_distances
-
-        emb = embed_heads(head_distances(records, drop_keys=drop_keys))
+        emb = embed_heads(distances)
         paths += write_table(emb, out, f"head_map_{slug}")
         fig = viz.plot_head_embedding(emb, stats, label_column="head_type")
         paths += viz.save_figure(fig, out / f"head_map_{slug}.png")
+    entry = {
+        "command": "stats",
+        "model": bundle.name,
+        "fingerprint": bundle.fingerprint,
+        "sentences": sentences,
+        "holdout": holdout,
+        "holdout_per_rank": None if held_stats is None else held_stats.attrs["sentences_per_rank"],
+        "drop_keys": drop_keys_label(drop_keys),
+        "type_rule": (thresholds or HeadTypeThresholds()).describe(),
+        "batch_size": batch_size,
+        "sharded": ["head_stats"]
+        + (["holdout"] if holdout is not None else [])
+        + (["syntax"] if syntax else [])
+        + (["similarity"] if similarity else []),
+        "files": [str(p.relative_to(out)) for p in paths],
+    }
+    key = f"head_stats_{slug}" + ("" if entry["drop_keys"] == "none" else f"_{entry['drop_keys']}")
+    paths.append(write_provenance(out, key, entry, ranks=ranks, n_sentences=len(texts), w=w))
     return paths

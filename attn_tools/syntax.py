@@ -11,7 +11,8 @@ on spaCy parses:
   ``k`` in −3..3 without 0) per relation.
 - `syntax_table`: per relation the best head, its accuracy, the baseline and the gain, with
   percentile bootstrap intervals over sentences.
-- `head_distances`, `embed_heads`, `cluster_heads`: the paper's head similarity (Section 6):
+- `head_distances`, `embed_heads`, `cluster_heads` (in `attn_tools.similarity`, importable from
+  here): the paper's head similarity (Section 6):
   the Jensen–Shannon distance between every pair of heads, averaged over rows and sentences, a
   classical-MDS map of the heads and a hierarchical clustering.
 
@@ -230,47 +231,115 @@ def _count(
     parses: Sequence[Parse] | None,
     offsets: Sequence[int] = DEFAULT_OFFSETS,
 ) -> _Counts:
-    """One pass over the sentences: hits of every head (both directions) and every offset."""
-    recs = _check_records(records)
-    parsed = _parses(recs, parses)
+    """One pass over the sentences: hits of every head (both directions) and every offset.
+
+    Records of a data-parallel run (`attn_tools.distributed`) carry their shard: each rank
+    parses and counts its own sentences, the relation labels are counted over all ranks, and the
+    per-sentence rows are gathered in sentence order, so every rank gets the single-process
+    counts (integers: exactly). A collective call then; every rank must make it.
+    """
     offs = tuple(int(k) for k in offsets)
     if not offs or 0 in offs:
         raise ValueError(
             f"offsets must be non-zero word distances, got {offsets!r}. Fix: use the default "
             "(−3..3 without 0); offset 0 is the word itself, never a candidate."
         )
-    L, H = np.shape(recs[0].attention)[:2]
-    # arcs first (cheap), attention one sentence at a time: memory stays that of one sentence
-    per_sentence = [_sentence_arcs(r, p) for r, p in zip(recs, parsed)]
-    rels = _relations(relations, [rel for arcs, _, _ in per_sentence for rel in arcs.relation])
+    shard = getattr(records, "shard", None)
+    if shard is None or not shard.world.distributed:
+        recs = _check_records(records)
+        per_sentence = _arcs_of(recs, parses)
+        rels = _relations(relations, [rel for arcs, _, _ in per_sentence for rel in arcs.relation])
+        L, H = np.shape(recs[0].attention)[:2]
+        rows = _count_rows(recs, per_sentence, rels, offs)
+        return _counts(str(recs[0].model), int(L), int(H), rels, offs, rows)
+
+    from attn_tools.distributed import gather_outcome, merge_in_sentence_order
+
+    w = shard.world
+    local: dict[str, Any] = {}
+
+    def first() -> tuple[str, int, int, list[str]] | None:
+        if isinstance(records, list) and not records:  # a rank may get no sentence
+            local.update(recs=[], arcs=[])
+            return None
+        recs = _check_records(records)
+        local.update(recs=recs, arcs=_arcs_of(recs, parses))
+        L, H = np.shape(recs[0].attention)[:2]
+        labels = [rel for arcs, _, _ in local["arcs"] for rel in arcs.relation]
+        return str(recs[0].model), int(L), int(H), labels
+
+    heads = [h for h in gather_outcome(first, w) if h is not None]
+    if not heads:
+        raise ValueError("records is empty. Fix: pass extract(bundle, sentences) with sentences.")
+    if len({h[:3] for h in heads}) > 1:
+        raise ValueError(
+            f"the ranks hold records of different models or shapes ({sorted({h[:3] for h in heads})})."
+            " Fix: load the same model on every rank."
+        )
+    model, L, H = heads[0][:3]
+    # the label list in rank order: _relations only counts labels, so the order is immaterial
+    rels = _relations(relations, [rel for h in heads for rel in h[3]])
+    parts = gather_outcome(lambda: _count_rows(local["recs"], local["arcs"], rels, offs), w)
+    return _counts(model, L, H, rels, offs, merge_in_sentence_order(parts))
+
+
+def _arcs_of(
+    recs: list[Any], parses: Sequence[Parse] | None
+) -> list[tuple[_SentenceArcs, np.ndarray, np.ndarray]]:
+    """Arcs and pooling matrices of each record (cheap; attention is read later)."""
+    return [_sentence_arcs(r, p) for r, p in zip(recs, _parses(recs, parses))]
+
+
+def _count_rows(
+    recs: list[Any],
+    per_sentence: list[tuple[_SentenceArcs, np.ndarray, np.ndarray]],
+    rels: tuple[str, ...],
+    offs: tuple[int, ...],
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per sentence: head hits ``[2, M, R]``, offset hits ``[K, R]`` and arcs ``[R]`` (int32)."""
     index = {r: i for i, r in enumerate(rels)}
-    S, M, R, K = len(recs), L * H, len(rels), len(offs)
-    hits = np.zeros((S, 2, M, R), dtype=np.int32)
-    offset_hits = np.zeros((S, K, R), dtype=np.int32)
-    n = np.zeros((S, R), dtype=np.int32)
-    for s, (arcs, mean_from, sum_to) in enumerate(per_sentence):
+    R, K = len(rels), len(offs)
+    rows = []
+    # attention one sentence at a time: memory stays that of one sentence
+    for rec, (arcs, mean_from, sum_to) in zip(recs, per_sentence):
+        L, H = np.shape(rec.attention)[:2]
+        hits = np.zeros((2, L * H, R), dtype=np.int32)
+        offset_hits = np.zeros((K, R), dtype=np.int32)
+        n = np.zeros(R, dtype=np.int32)
         rel = np.array([index.get(r, -1) for r in arcs.relation], dtype=np.int64)
         use = rel >= 0
-        if not use.any():
-            continue
-        d, h, rel = arcs.dep[use], arcs.head[use], rel[use]
-        one_hot = np.zeros((len(rel), R), dtype=np.int32)
-        one_hot[np.arange(len(rel)), rel] = 1
-        n[s] = one_hot.sum(axis=0)
-        to_head, from_head = _predictions(_word_attention(recs[s], mean_from, sum_to))
-        # [M, a] hits of every head at once, summed into relations by one matrix product
-        hits[s, 0] = (to_head[:, d] == h).astype(np.int32) @ one_hot
-        hits[s, 1] = (from_head[:, d] == h).astype(np.int32) @ one_hot
-        offset_hits[s] = (np.array(offs)[:, None] == (h - d)[None, :]).astype(np.int32) @ one_hot
+        if use.any():
+            d, h, rel = arcs.dep[use], arcs.head[use], rel[use]
+            one_hot = np.zeros((len(rel), R), dtype=np.int32)
+            one_hot[np.arange(len(rel)), rel] = 1
+            n = one_hot.sum(axis=0).astype(np.int32)
+            to_head, from_head = _predictions(_word_attention(rec, mean_from, sum_to))
+            # [M, a] hits of every head at once, summed into relations by one matrix product
+            hits[0] = (to_head[:, d] == h).astype(np.int32) @ one_hot
+            hits[1] = (from_head[:, d] == h).astype(np.int32) @ one_hot
+            offset_hits = (np.array(offs)[:, None] == (h - d)[None, :]).astype(np.int32) @ one_hot
+        rows.append((hits, offset_hits, n))
+    return rows
+
+
+def _counts(
+    model: str,
+    L: int,
+    H: int,
+    rels: tuple[str, ...],
+    offs: tuple[int, ...],
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> _Counts:
+    M, R, K = L * H, len(rels), len(offs)
     return _Counts(
-        model=str(recs[0].model),
-        n_layers=int(L),
-        n_heads=int(H),
+        model=model,
+        n_layers=L,
+        n_heads=H,
         relations=rels,
-        hits=hits,
-        offset_hits=offset_hits,
+        hits=np.stack([r[0] for r in rows]) if rows else np.zeros((0, 2, M, R), np.int32),
+        offset_hits=np.stack([r[1] for r in rows]) if rows else np.zeros((0, K, R), np.int32),
         offsets=offs,
-        n=n,
+        n=np.stack([r[2] for r in rows]) if rows else np.zeros((0, R), np.int32),
     )
 
 
@@ -516,254 +585,10 @@ def syntax_table(
     )[list(TABLE_COLUMNS)]
 
 
-# ----------------------------------------------------------------------------- head similarity
-
-
-@dataclass(frozen=True, eq=False)
-class HeadDistances:
-    """Distances between every pair of heads of one model.
-
-    Attributes:
-        matrix: ``[L·H, L·H]`` float64, symmetric, zero diagonal; head ``i`` is layer
-            ``i // H``, head ``i % H`` (row-major, as ``attention.reshape(L·H, n, n)``).
-        layers, heads: ``[L·H]`` the layer and head of each row.
-        model, level, drop_keys: what was compared (``drop_keys`` as written in score tables).
-        n_sentences: how many sentences were averaged.
-    """
-
-    matrix: np.ndarray
-    layers: np.ndarray
-    heads: np.ndarray
-    model: str
-    level: str
-    drop_keys: str
-    n_sentences: int
-
-    def __repr__(self) -> str:
-        m = len(self.layers)
-        off = self.matrix[~np.eye(m, dtype=bool)] if m > 1 else np.zeros(1)
-        return (
-            f"HeadDistances(model={self.model!r}, heads={m}, level={self.level!r}, "
-            f"drop_keys={self.drop_keys!r}, n_sentences={self.n_sentences}, "
-            f"distance {off.min():.3f}..{off.max():.3f})"
-        )
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self.matrix if dtype is None else self.matrix.astype(dtype)
-
-    def to_frame(self) -> pd.DataFrame:
-        """Long form: one row per ordered pair (``layer_a, head_a, layer_b, head_b, distance``)."""
-        i, j = np.meshgrid(np.arange(len(self.layers)), np.arange(len(self.layers)), indexing="ij")
-        return pd.DataFrame(
-            {
-                "model": self.model,
-                "layer_a": self.layers[i.ravel()],
-                "head_a": self.heads[i.ravel()],
-                "layer_b": self.layers[j.ravel()],
-                "head_b": self.heads[j.ravel()],
-                "distance": self.matrix.ravel(),
-                "level": self.level,
-                "drop_keys": self.drop_keys,
-            }
-        )
-
-
-#: elements of one pairwise block (heads × heads × rows × keys); bounds the temporaries to tens
-#: of megabytes whatever the model or sentence length.
-_PAIR_BLOCK_ELEMENTS = 2_000_000
-
-Level = Literal["token", "word"]
-
-
-def _sentence_head_distances(A: np.ndarray) -> np.ndarray:
-    """``[M, M]`` mean over rows of the JS distance between the rows of every pair of heads.
-
-    ``A [M, n, k]``; rows with no mass in either head (NaN distance) are left out of the mean.
-    """
-    from attn_tools.scoring.metrics import jsd
-
-    M, n, k = A.shape
-    out = np.empty((M, M))
-    block = max(1, _PAIR_BLOCK_ELEMENTS // max(M * n * k, 1))
-    for start in range(0, M, block):
-        stop = min(M, start + block)
-        rows = jsd(A[start:stop, None], A[None], base=2.0)  # [b, M, n]
-        ok = np.isfinite(rows)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:stop] = np.where(ok, rows, 0.0).sum(-1) / ok.sum(-1)
-    return out
-
-
-def head_distances(
-    records: Any,
-    *,
-    level: Level = "token",
-    drop_keys: Any = None,
-    parses: Sequence[Parse] | None = None,
-) -> HeadDistances:
-    """Jensen–Shannon distance between every pair of heads, averaged over rows and sentences.
-
-    Clark et al. (2019), Section 6: for heads ``a`` and ``b`` on one sentence, the JS distance
-    between ``a``'s and ``b``'s attention rows, averaged over the rows, then averaged over
-    sentences (each sentence weighs the same). The distance is the project's convention
-    (`attn_tools.scoring.metrics.jsd`: ``sqrt(JSD)``, log base 2, in [0, 1]); the paper used the
-    divergence itself, so its numbers are not the same scale.
-
-    Args:
-        records: `SentenceAttention` records of one model.
-        level: ``"token"`` (model tokens, specials included) or ``"word"`` (pooled as in Clark
-            et al.: sum over the pieces attended to, mean over the pieces attending).
-        drop_keys: remove sink keys first, as `attn_tools.scoring.score_heads` does
-            (``"first"``, ``"special"``, ``"special+punct"`` or a callable ctx → bool[n]); their
-            rows are left out too, and the remaining rows are renormalised. A row that keeps no
-            mass in either head of a pair is left out of that pair's mean.
-        parses: one parse per record for ``level="word"`` (None parses the texts, cached).
-
-    Returns:
-        A `HeadDistances` (``.matrix [L·H, L·H]``).
-    """
-    from attn_tools.patterns.base import build_context
-    from attn_tools.scoring.engine import drop_keys_label, dropped_keys
-
-    if level not in get_args(Level):
-        raise ValueError(f"level must be 'token' or 'word', got {level!r}. Fix: level='word'.")
-    recs = _check_records(records)
-    parsed: list[Parse | None]
-    # punctuation keys come from the token texts; only word level (or a callable that may read
-    # the words) needs spaCy
-    if level == "word" or callable(drop_keys):
-        parsed = list(_parses(recs, parses))
-    else:
-        parsed = [None] * len(recs)
-    L, H = np.shape(recs[0].attention)[:2]
-    total = np.zeros((L * H, L * H))
-    for rec, p in zip(recs, parsed):
-        att = np.asarray(rec.attention)
-        n = att.shape[-1]
-        A = att.reshape(L * H, n, n).astype(np.float64)
-        drop = None
-        if drop_keys is not None and drop_keys != "none":
-            drop = dropped_keys(build_context(rec, p, with_parse=p is not None), drop_keys)
-        keep = np.ones(n, dtype=bool) if drop is None else ~drop
-        if level == "word":
-            sum_to, mean_from = pooling_matrices(align(rec, p))
-            A = mean_from @ A @ sum_to.T
-            keep = (sum_to @ keep.astype(np.float64)) > 0  # a unit goes when all its tokens do
-        if keep.sum() < 1:
-            raise ValueError(
-                f"drop_keys={drop_keys!r} removes every key of {rec.text[:50]!r}. "
-                "Fix: drop fewer keys (e.g. 'first') or leave that sentence out."
-            )
-        total += _sentence_head_distances(A[:, keep][:, :, keep])
-    matrix = total / len(recs)
-    matrix = (matrix + matrix.T) / 2  # exact symmetry; jsd is symmetric up to rounding
-    np.fill_diagonal(matrix, 0.0)
-    layers, heads = np.divmod(np.arange(L * H), H)
-    return HeadDistances(
-        matrix=matrix,
-        layers=layers,
-        heads=heads,
-        model=str(recs[0].model),
-        level=level,
-        drop_keys=drop_keys_label(drop_keys),
-        n_sentences=len(recs),
-    )
-
-
-def _square(distances: HeadDistances | np.ndarray) -> np.ndarray:
-    D = np.asarray(distances.matrix if isinstance(distances, HeadDistances) else distances)
-    if D.ndim != 2 or D.shape[0] != D.shape[1] or D.shape[0] < 2:
-        raise ValueError(
-            f"distances must be a square matrix of at least 2 × 2, got shape {D.shape}. "
-            "Fix: pass head_distances(records) or its .matrix."
-        )
-    D = D.astype(np.float64)
-    if not np.isfinite(D).all() or (D < 0).any() or not np.allclose(D, D.T, atol=1e-12):
-        raise ValueError(
-            "distances must be finite, non-negative and symmetric. "
-            "Fix: pass head_distances(records) or (D + D.T) / 2 of your own matrix."
-        )
-    return D
-
-
-def _head_frame(distances: HeadDistances | np.ndarray, m: int) -> pd.DataFrame:
-    if isinstance(distances, HeadDistances):
-        return pd.DataFrame(
-            {
-                "model": distances.model,
-                "layer": distances.layers,
-                "head": distances.heads,
-                "level": distances.level,
-                "drop_keys": distances.drop_keys,
-            }
-        )
-    return pd.DataFrame({"index": np.arange(m)})
-
-
-def embed_heads(distances: HeadDistances | np.ndarray, dim: int = 2) -> pd.DataFrame:
-    """Classical (Torgerson) multidimensional scaling of a head-distance matrix.
-
-    Double-centres the squared distances, ``B = −½ J D² J``, and keeps the ``dim`` largest
-    eigenpairs (coordinates ``v·sqrt(λ)``; a negative eigenvalue, which a non-Euclidean distance
-    can give, contributes zeros). Each axis's sign is fixed so its largest coordinate is
-    positive, so the map is the same on every run.
-
-    Returns:
-        One row per head: ``model, layer, head, level, drop_keys`` (``index`` for a plain
-        matrix), ``mds1`` ..
-        ``mds{dim}``, and ``explained``: the share of the positive eigenvalues' sum the
-        ``dim`` axes hold (1.0 = the distances are exactly a ``dim``-D map).
-    """
-    D = _square(distances)
-    m = len(D)
-    if not isinstance(dim, int) or not 1 <= dim <= m - 1:
-        raise ValueError(f"dim must be an integer in 1..{m - 1}, got {dim!r}. Fix: dim=2.")
-    J = np.eye(m) - 1.0 / m
-    B = -0.5 * J @ (D**2) @ J
-    values, vectors = np.linalg.eigh((B + B.T) / 2)
-    order = np.argsort(values)[::-1]
-    values, vectors = values[order], vectors[:, order]
-    top = np.clip(values[:dim], 0.0, None)
-    coords = vectors[:, :dim] * np.sqrt(top)
-    flip = np.sign(coords[np.abs(coords).argmax(axis=0), np.arange(dim)])
-    coords = coords * np.where(flip == 0, 1.0, flip)
-    positive = values[values > 0].sum()
-    out = _head_frame(distances, m)
-    for i in range(dim):
-        out[f"mds{i + 1}"] = coords[:, i]
-    out["explained"] = float(top.sum() / positive) if positive > 0 else float("nan")
-    return out
-
-
-Linkage = Literal["average", "complete", "single", "weighted", "ward"]
-
-
-def cluster_heads(
-    distances: HeadDistances | np.ndarray, n_clusters: int, *, method: Linkage = "average"
-) -> pd.DataFrame:
-    """Hierarchical clustering of the heads (`scipy.cluster.hierarchy`), cut into clusters.
-
-    ``method="average"`` (UPGMA) by default: it needs only a distance, which the JS distance is;
-    ``"ward"`` assumes Euclidean distances and is offered for comparison only.
-
-    Returns:
-        One row per head: ``model, layer, head, level, drop_keys`` (``index`` for a plain
-        matrix) and ``cluster``
-        (1..``n_clusters``, numbered in order of each cluster's first head).
-    """
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-
-    D = _square(distances)
-    m = len(D)
-    if not isinstance(n_clusters, int) or not 1 <= n_clusters <= m:
-        raise ValueError(f"n_clusters must be an integer in 1..{m}, got {n_clusters!r}")
-    if method not in get_args(Linkage):
-        raise ValueError(f"method must be one of {list(get_args(Linkage))}, got {method!r}")
-    Z = linkage(squareform(D, checks=False), method=method)
-    raw = fcluster(Z, t=n_clusters, criterion="maxclust")
-    # renumber by first appearance so cluster 1 holds head 0: stable labels across runs
-    first = {c: i + 1 for i, c in enumerate(dict.fromkeys(raw.tolist()))}
-    out = _head_frame(distances, m)
-    out["cluster"] = np.array([first[c] for c in raw.tolist()], dtype=np.int64)
-    return out
+# head similarity lives in its own module; these names stay importable from here
+from attn_tools.similarity import (  # noqa: E402 - after the helpers it imports lazily
+    HeadDistances,
+    cluster_heads,
+    embed_heads,
+    head_distances,
+)

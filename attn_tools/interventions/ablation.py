@@ -14,7 +14,7 @@ token and the clean one, averaged over tokens. The ``measure`` column says which
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -80,11 +80,11 @@ def _check_heads(heads: object, adapter: ModelAdapter) -> list[tuple[int, int]]:
     return out
 
 
-@torch.no_grad()
-def mean_head_outputs(bundle: ModelBundle, sentences: Sequence[str]) -> torch.Tensor:
-    """Every head's output averaged over all tokens of ``sentences``: ``[L, H, head_dim]``."""
-    adapter = get_adapter(bundle)
-    sentences = _check_sentences(sentences, "reference")
+def _head_output_sums(
+    bundle: ModelBundle, adapter: ModelAdapter, sentences: Sequence[str], numbers: Sequence[int]
+) -> tuple[np.ndarray, int]:
+    """Every head's output summed over all tokens of ``sentences`` (float64 ``[L, H, d]``) and
+    the number of tokens; ``numbers`` are the sentences' corpus numbers (for errors)."""
     total = torch.zeros(
         adapter.n_layers, adapter.n_heads, adapter.head_dim, dtype=torch.float64
     ).to(bundle.device)
@@ -100,14 +100,54 @@ def mean_head_outputs(bundle: ModelBundle, sentences: Sequence[str]) -> torch.Te
 
     handles = [adapter.hook_head_outputs(la, reader(la)) for la in range(adapter.n_layers)]
     try:
-        for i, text in enumerate(sentences):
+        for i, text in zip(numbers, sentences):
             ids = encode_like_extract(bundle, text, i)
             bundle.model(input_ids=torch.tensor([ids], device=bundle.device), use_cache=False)
             count += len(ids)
     finally:
         for handle in handles:
             handle.remove()
-    return total / count
+    return total.cpu().numpy(), count
+
+
+@torch.no_grad()
+def mean_head_outputs(
+    bundle: ModelBundle, sentences: Sequence[str], *, shard: bool = False
+) -> torch.Tensor:
+    """Every head's output averaged over all tokens of ``sentences``: ``[L, H, head_dim]``.
+
+    With ``shard=True`` under ``torchrun`` each rank sums its share of the sentences and the
+    ranks' float64 sums are added (a collective call: every rank must make it; `ablate_heads`
+    does). The default reads every sentence here, so callers that run on one rank (attribution
+    patching, attention replacement) never wait for the others.
+    """
+    adapter = get_adapter(bundle)
+    sentences = _check_sentences(sentences, "reference")
+    mine, part = _my_share(sentences, shard)
+    numbers = list(range(len(sentences))) if part is None else list(part.indices)
+
+    def local() -> tuple[np.ndarray, int]:
+        return _head_output_sums(bundle, adapter, mine, numbers)
+
+    if part is None:
+        total, count = local()
+    else:
+        from attn_tools.distributed import gather_outcome, sum_in_rank_order
+
+        parts = gather_outcome(local, part.world)
+        total = sum_in_rank_order([{"total": t} for t, _ in parts])["total"]
+        count = sum(c for _, c in parts)
+    return torch.from_numpy(total).to(bundle.device) / count
+
+
+def _my_share(texts: list[str], shard: bool | None) -> tuple[list[str], Any]:
+    """This rank's sentences and their `Shard` under torchrun; ``(texts, None)`` otherwise."""
+    if shard is not None and not shard:
+        return texts, None
+    from attn_tools.distributed import shard_sentences
+
+    mine, part = shard_sentences(texts)
+    return list(mine), part
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -185,6 +225,7 @@ def ablate_heads(
     reference: Sequence[str] | None = None,
     *,
     variants_per_forward: int | None = None,
+    shard: bool | None = None,
 ) -> pd.DataFrame:
     """The effect of ablating each head, one head at a time, batched on the batch axis.
 
@@ -198,11 +239,17 @@ def ablate_heads(
         variants_per_forward: ablations stacked in one forward pass; default as many as fit a
             256 MiB logit budget (at most 128). ``1`` runs one forward per head (the reference
             loop of ``benchmarks/bench_ablation.py``).
+        shard: under ``torchrun``/``accelerate launch`` the default (None) measures only this
+            rank's sentences (``i % world_size == rank``, `attn_tools.distributed`) and gathers
+            the per-sentence effects of every rank in sentence order, so every rank returns the
+            single-process table (a collective call: every rank must make it; the mean of
+            ``method="mean"`` is reduced the same way). ``False`` measures every sentence here.
 
     Returns:
         A DataFrame with the columns `ABLATION_COLUMNS`, one row per head: ``delta_loss`` (the
         token-weighted mean effect; see ``measure``), its 95% CI over sentences (NaN for one
-        sentence), ``n_tokens`` (tokens measured), ``measure`` and ``method``.
+        sentence), ``n_tokens`` (tokens measured), ``measure`` and ``method``. ``attrs`` holds
+        ``sentences_per_rank`` (provenance).
 
     Example:
         >>> table = ablate_heads(load_model("smollm2"), load_sentences("story")[:8])
@@ -228,25 +275,76 @@ def ablate_heads(
     adapter = get_adapter(bundle)
     texts = _check_sentences(sentences, "sentences")
     targets = _check_heads(heads, adapter)
-    encoded = [encode_like_extract(bundle, t, i) for i, t in enumerate(texts)]
+    mine, part = _my_share(texts, shard)
+    numbers = list(range(len(texts))) if part is None else list(part.indices)
     means = None
     if method == "mean":
-        means = mean_head_outputs(bundle, texts if reference is None else reference)
+        ref = texts if reference is None else _check_sentences(reference, "reference")
+        means = mean_head_outputs(bundle, ref, shard=part is not None)
+
+    def local() -> list[tuple[np.ndarray, int]]:
+        return _sentence_effects(bundle, adapter, mine, numbers, targets, method, means,
+                                 variants_per_forward)  # fmt: skip
+
+    if part is None:
+        rows, per_rank = local(), [len(texts)]
+    else:
+        from attn_tools.distributed import gather_outcome, merge_in_sentence_order
+
+        parts = gather_outcome(local, part.world)
+        rows, per_rank = merge_in_sentence_order(parts), [len(p) for p in parts]
+        if len(rows) != len(texts):
+            raise RuntimeError(
+                f"the ranks measured {per_rank} sentences, {len(rows)} in all, for "
+                f"{len(texts)}. Fix: start every process with the same sentences."
+            )
+    sums = np.stack([effect for effect, _ in rows])  # [S, V], in sentence order
+    counts = np.array([n for _, n in rows], dtype=np.float64)
+    estimate, low, high = _interval(sums, counts)
+    table = pd.DataFrame(
+        {
+            "layer": [la for la, _ in targets],
+            "head": [h for _, h in targets],
+            "delta_loss": estimate,
+            "ci_low": low,
+            "ci_high": high,
+            "n_tokens": int(counts.sum()),
+            "measure": MEASURE_CE if adapter.kind == "causal" else MEASURE_COSINE,
+            "method": method,
+        }
+    )[list(ABLATION_COLUMNS)]
+    table.attrs["sentences_per_rank"] = per_rank  # provenance (run.json), not meaning
+    return table
+
+
+def _sentence_effects(
+    bundle: ModelBundle,
+    adapter: ModelAdapter,
+    texts: Sequence[str],
+    numbers: Sequence[int],
+    targets: Sequence[tuple[int, int]],
+    method: AblationMethod,
+    means: torch.Tensor | None,
+    variants_per_forward: int | None,
+) -> list[tuple[np.ndarray, int]]:
+    """Per sentence: the summed effect of ablating each target ``[V]`` and the tokens measured.
+
+    ``numbers`` are the sentences' corpus numbers (tokenisation and errors use them).
+    """
     causal = adapter.kind == "causal"
     vocab = int(bundle.model.config.vocab_size) if causal else 1
-
-    sums = np.zeros((len(texts), len(targets)), dtype=np.float64)
-    counts = np.zeros(len(texts), dtype=np.float64)
-    for s, ids in enumerate(encoded):
+    rows = []
+    for s, text in zip(numbers, texts):
+        ids = encode_like_extract(bundle, text, s)
         if causal and len(ids) < 2:
             raise ValueError(
-                f"sentence {s} ({texts[s][:60]!r}) has {len(ids)} token(s): no next token to "
+                f"sentence {s} ({text[:60]!r}) has {len(ids)} token(s): no next token to "
                 "predict. Fix: drop it or pass a longer sentence."
             )
         row = torch.tensor([ids], device=bundle.device)
         clean = _per_token_effect(adapter, row, None)  # CE [1, n-1] or hidden [1, n, d]
         base = clean.double().sum().item() if causal else 0.0
-        counts[s] = clean.shape[1]
+        effects = np.zeros(len(targets), dtype=np.float64)
         size = variants_per_forward or max(
             1, min(_MAX_VARIANTS, _LOGIT_BUDGET // max(1, len(ids) * vocab * 8))
         )
@@ -258,18 +356,6 @@ def ablate_heads(
             finally:
                 for handle in handles:
                     handle.remove()
-            sums[s, start : start + len(chunk)] = effect.double().sum(1).cpu().numpy() - base
-
-    estimate, low, high = _interval(sums, counts)
-    return pd.DataFrame(
-        {
-            "layer": [la for la, _ in targets],
-            "head": [h for _, h in targets],
-            "delta_loss": estimate,
-            "ci_low": low,
-            "ci_high": high,
-            "n_tokens": int(counts.sum()),
-            "measure": MEASURE_CE if causal else MEASURE_COSINE,
-            "method": method,
-        }
-    )[list(ABLATION_COLUMNS)]
+            effects[start : start + len(chunk)] = effect.double().sum(1).cpu().numpy() - base
+        rows.append((effects, int(clean.shape[1])))
+    return rows
