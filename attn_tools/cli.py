@@ -327,68 +327,18 @@ def _workers(text: str) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Extract, summarise, score and draw for both offline defaults into one folder."""
-    from attn_tools import report
-    from attn_tools.classify import label_heads
-    from attn_tools.html_report import write_report
-    from attn_tools.patterns import build_contexts
-    from attn_tools.viz import plot_head
+    from attn_tools.demo import run_demo
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summaries, groups, known = [], [], {}
+    groups = []
     for model in DEFAULT_MODELS:
-        bundle, records, secs = _extract(model, args.sentences, args.batch_size, not args.quiet)
-        s = report.summarise(records, seconds=secs)
-        print(report.format_summary(s))
-        slug = report.file_slug(bundle.name)
-        t0 = time.perf_counter()
-        # one context per sentence for every pass below: the parse, alignment and each pattern's
-        # prediction are computed once, not once per table
-        contexts = build_contexts(records)
-        scores, ranked = report.score_tables(
-            records, drop_keys=_drop(args), progress=not args.quiet, contexts=contexts
-        )
-        s["score_seconds"] = round(time.perf_counter() - t0, 2)
-        table = report.write_table(scores, out, f"scores_{slug}")
-        table += report.write_table(ranked, out, f"scores_{slug}_own_rows")
-        print(f"\n   top 3 heads per pattern, by family — {bundle.name} "
-              f"(jsd, {_direction('jsd')}, {report.RANKING_NOTE})")  # fmt: skip
-        print(report.top_heads_by_family(ranked, k=3))
-        # the poster's labels use the calibrated rule (bootstrap intervals over sentences)
-        fit = label_heads(records, drop_keys=_drop(args), contexts=contexts)
-        layer, head = report.showcase_head(fit)
-        heatmap = out / f"heatmap_{slug}.png"
-        plot_head(records[0], layer, head).savefig(heatmap, dpi=120, bbox_inches="tight")
-        # the grid uses the all-rows table; per-pattern figures rank heads on each pattern's rows
-        figures = report.write_figures(
-            records, ranked, out / slug, model_name=bundle.name, best=fit,
-            patterns=None if args.all_figures else [], progress=not args.quiet,
-            workers=args.workers,
-        )  # fmt: skip
-        known[bundle.name] = {
-            "summary": s, "fit": fit, "ranked": ranked, "contexts": contexts,
-            "grid_image": figures[0],  # write_figures draws the grid first
-        }  # fmt: skip
-        if _drop(args) is None:
-            # the same question with the first-token sink removed: what heads do besides it
-            # (labelled once here; the report reuses the table)
-            no_sink = label_heads(records, drop_keys="first", contexts=contexts)
-            figures.append(report.write_sink_free_grid(
-                records, out / slug, model_name=bundle.name, fit=no_sink))  # fmt: skip
-            known[bundle.name]["fit_no_sink"] = no_sink
-            known[bundle.name]["grid_no_sink_image"] = figures[-1]
-        else:
-            known[bundle.name]["fit_no_sink"] = fit
-        s["files"] = [str(p) for p in [heatmap, *table, *figures]]
-        summaries.append(s)
-        groups.append(records)
-        print(f"   wrote {heatmap}, {len(table)} tables and {len(figures)} figures in {out / slug}")
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2))
-    page = write_report(
-        groups, out / "report.html", known=known, progress=not args.quiet,
+        _, records, secs = _extract(model, args.sentences, args.batch_size, not args.quiet)
+        groups.append((records, secs))
+    _, page = run_demo(
+        groups, args.out, drop_keys=_drop(args), all_figures=args.all_figures,
+        workers=args.workers, progress=not args.quiet,
         subtitle=f"attn-tools demo: {', '.join(DEFAULT_MODELS)} on the '{args.sentences}' sentences",
     )  # fmt: skip
-    print(f"\nwrote {out / 'summary.json'}")
+    print(f"wrote {Path(args.out) / 'summary.json'}")
     print(f"report: {page.resolve()}")
     return 0
 
@@ -705,8 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_workers,
         default=None,
         metavar="N",
-        help="processes drawing per-pattern figures at once (default: one per CPU, at most 4, "
-        "from 8 patterns on)",
+        help="processes analysing the models at once, one model each (default: one per model, "
+        "at most one per CPU); 1 runs everything in this process",
     )
     sp.set_defaults(fn=cmd_demo)
 

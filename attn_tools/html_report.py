@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-__all__ = ["HtmlReport", "model_sections", "write_report"]
+__all__ = ["HtmlReport", "model_report", "model_sections", "write_report"]
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
@@ -178,6 +178,18 @@ class HtmlReport:
             + "\n".join(self._parts)
             + "</body></html>\n"
         )
+
+    def extend(self, other: HtmlReport) -> None:
+        """Append another report's sections (e.g. one model's, built in another process)."""
+        clash = self._ids & other._ids
+        if clash:
+            raise ValueError(
+                f"sections {sorted(clash)[:3]} are in both reports; their links would collide. "
+                "Fix: give each model its own name."
+            )
+        self._parts.extend(other._parts)
+        self._toc.extend(other._toc)
+        self._ids |= other._ids
 
     def write(self, path: str | Path) -> Path:
         """Write the document (atomically: a temporary file renamed into place)."""
@@ -342,6 +354,63 @@ def model_sections(
     return anchor
 
 
+def model_report(
+    records: Sequence[Any],
+    *,
+    known: Mapping[str, Any] | None = None,
+    with_consistency: bool = True,
+    with_head_types: bool = True,
+    with_syntax: bool = True,
+    extra: Sequence[tuple[str, Any, str]] = (),
+) -> HtmlReport:
+    """One model's sections as an `HtmlReport` fragment (`write_report` joins them with
+    `HtmlReport.extend`); computes whatever ``known`` lacks, as `write_report` documents."""
+    from attn_tools import report as rpt
+    from attn_tools.classify import label_heads
+    from attn_tools.consistency import consistency as run_consistency
+
+    have = dict(known or {})
+    ctx = have.get("contexts")
+    if ctx is None and not {"ranked", "fit", "fit_no_sink", "consistency"} <= set(have):
+        from attn_tools.patterns.base import build_contexts
+
+        ctx = build_contexts(records)  # shared by the passes below, predictions memoised
+    if "summary" not in have:
+        have["summary"] = rpt.summarise(records)
+    if "ranked" not in have:
+        have["ranked"] = rpt.score_tables(records, contexts=ctx)[1]
+    if "fit" not in have:
+        have["fit"] = label_heads(records, contexts=ctx)
+    if "fit_no_sink" not in have:
+        have["fit_no_sink"] = label_heads(records, drop_keys="first", contexts=ctx)
+    if with_consistency and "consistency" not in have:
+        have["consistency"] = run_consistency(records, contexts=ctx)
+    if with_head_types and "head_types" not in have:
+        from attn_tools.stats import head_stats
+
+        have["head_types"] = head_stats(records)
+    if with_syntax and "syntax" not in have:
+        from attn_tools.syntax import syntax_table
+
+        have["syntax"] = syntax_table(records)
+    frag = HtmlReport("")
+    model_sections(
+        frag,
+        records,
+        summary=have["summary"],
+        fit=have["fit"],
+        ranked=have["ranked"],
+        fit_no_sink=have["fit_no_sink"],
+        consistency=have.get("consistency") if with_consistency else None,
+        head_types=have.get("head_types") if with_head_types else None,
+        syntax=have.get("syntax") if with_syntax else None,
+        extra=extra,
+        grid_image=have.get("grid_image"),
+        grid_no_sink_image=have.get("grid_no_sink_image"),
+    )
+    return frag
+
+
 def write_report(
     records_by_model: Sequence[Sequence[Any]],
     path: str | Path,
@@ -371,10 +440,6 @@ def write_report(
         extra: per model name, more subsections ``(heading, DataFrame or Figure, caption)``.
         progress: a tqdm bar over the models.
     """
-    from attn_tools import report as rpt
-    from attn_tools.classify import label_heads
-    from attn_tools.consistency import consistency as run_consistency
-
     known = known or {}
     extra = extra or {}
     doc = HtmlReport(title, subtitle=subtitle)
@@ -388,42 +453,11 @@ def write_report(
         steps = tqdm(groups, desc="report", unit="model", leave=True)
     for records in steps:
         name = records[0].model
-        have = dict(known.get(name, {}))
-        ctx = have.get("contexts")
-        if ctx is None and not {"ranked", "fit", "fit_no_sink", "consistency"} <= set(have):
-            from attn_tools.patterns.base import build_contexts
-
-            ctx = build_contexts(records)  # shared by the passes below, predictions memoised
-        if "summary" not in have:
-            have["summary"] = rpt.summarise(records)
-        if "ranked" not in have:
-            have["ranked"] = rpt.score_tables(records, contexts=ctx)[1]
-        if "fit" not in have:
-            have["fit"] = label_heads(records, contexts=ctx)
-        if "fit_no_sink" not in have:
-            have["fit_no_sink"] = label_heads(records, drop_keys="first", contexts=ctx)
-        if with_consistency and "consistency" not in have:
-            have["consistency"] = run_consistency(records, contexts=ctx)
-        if with_head_types and "head_types" not in have:
-            from attn_tools.stats import head_stats
-
-            have["head_types"] = head_stats(records)
-        if with_syntax and "syntax" not in have:
-            from attn_tools.syntax import syntax_table
-
-            have["syntax"] = syntax_table(records)
-        model_sections(
-            doc,
-            records,
-            summary=have["summary"],
-            fit=have["fit"],
-            ranked=have["ranked"],
-            fit_no_sink=have["fit_no_sink"],
-            consistency=have.get("consistency") if with_consistency else None,
-            head_types=have.get("head_types") if with_head_types else None,
-            syntax=have.get("syntax") if with_syntax else None,
-            extra=extra.get(name, ()),
-            grid_image=have.get("grid_image"),
-            grid_no_sink_image=have.get("grid_no_sink_image"),
-        )
+        doc.extend(
+            model_report(
+                records, known=known.get(name, {}), with_consistency=with_consistency,
+                with_head_types=with_head_types, with_syntax=with_syntax,
+                extra=extra.get(name, ()),
+            )
+        )  # fmt: skip
     return doc.write(path)
