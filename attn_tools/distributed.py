@@ -35,10 +35,8 @@ Example (``torchrun --nproc_per_node 2 my_script.py``)::
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -437,7 +435,7 @@ def write_provenance(
     ``sentences_per_rank`` (from ``ranks``, see `rank_info`), ``seconds_per_rank``, ``hosts``,
     ``exactly_once`` (the ranks' sentences sum to the corpus) and ``finished``. Call it on
     rank 0 only. Returns the path."""
-    from attn_tools.runs import _atomic_write, _versions
+    from attn_tools.runs import record_run
 
     w = world() if w is None else w
     out = Path(out)
@@ -452,20 +450,4 @@ def write_provenance(
         "exactly_once": sum(sentences) == int(n_sentences),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = out / "run.json"
-    try:
-        info = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:  # a damaged file is replaced, not trusted
-        info = {}
-    info.update(
-        {
-            "world_size": w.world_size,
-            "backend": w.backend or "none",
-            "launcher": w.launcher,
-            "command": list(sys.argv if command is None else command),
-            "versions": _versions(),
-        }
-    )
-    info.setdefault("runs", {})[key] = record
-    _atomic_write(path, lambda h: h.write(json.dumps(info, indent=2).encode()))
-    return path
+    return record_run(out, key, record, w, command)

@@ -336,6 +336,13 @@ def write_score_run(
         "files": [str(p.relative_to(out)) for p in paths],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    return [record_run(out, run.stem, entry, w, command), *paths]
+
+
+def record_run(out: Path, key: str, entry: dict[str, Any], w: Any, command: Any = None) -> Path:
+    """Add ``entry`` under ``runs[key]`` of ``out/run.json`` with the launch's provenance (world
+    size, backend, launcher, command, versions) at the top; written atomically. A damaged
+    ``run.json`` is replaced, not trusted."""
     path = out / "run.json"
     try:
         info = json.loads(path.read_text()) if path.is_file() else {}
@@ -350,9 +357,9 @@ def write_score_run(
             "versions": _versions(),
         }
     )
-    info.setdefault("runs", {})[run.stem] = entry
+    info.setdefault("runs", {})[key] = entry
     _atomic_write(path, lambda h: h.write(json.dumps(info, indent=2).encode()))
-    return [path, *paths]
+    return path
 
 
 def per_sentence_rows(table: pd.DataFrame) -> pd.DataFrame:
