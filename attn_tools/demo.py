@@ -112,18 +112,6 @@ def _forked(k: int) -> tuple[dict[str, Any], str, Any]:
     )  # fmt: skip
 
 
-def _workers(workers: int | None, n_models: int) -> int:
-    import multiprocessing as mp
-    import os
-
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive int or None, got {workers!r}")
-    if "fork" not in mp.get_all_start_methods():
-        return 1
-    wanted = min(4, os.cpu_count() or 1) if workers is None else workers
-    return max(1, min(wanted, n_models))
-
-
 def run_demo(
     groups: Sequence[tuple[Sequence[Any], float]],
     out: str | Path,
@@ -143,7 +131,9 @@ def run_demo(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n = _workers(workers, len(groups))
+    from attn_tools.report import fork_workers
+
+    n = fork_workers(workers, len(groups), from_jobs=1)
     if n <= 1:
         results = []
         for records, secs in groups:

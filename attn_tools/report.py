@@ -434,7 +434,7 @@ def write_figures(
     from attn_tools import classify, viz
     from attn_tools.patterns.base import build_contexts, get_pattern
 
-    _drawing_workers(workers, 1)  # a bad value fails before anything is written
+    fork_workers(workers, 1)  # a bad value fails before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sub, model, metric = viz.select_table(scores, model=model_name)
@@ -509,7 +509,7 @@ def write_figures(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(names), desc=f"figures · {model}", unit="pattern", leave=True)
-    for paths in _draw_all(draw, len(names), _drawing_workers(workers, len(names))):
+    for paths in _draw_all(draw, len(names), fork_workers(workers, len(names))):
         written += paths
         if bar is not None:
             bar.update()
@@ -533,14 +533,17 @@ PARALLEL_FROM = 8
 _FORKED_DRAW: Any = None
 
 
-def _drawing_workers(workers: int | None, n_jobs: int) -> int:
+def fork_workers(workers: int | None, n_jobs: int, *, from_jobs: int = PARALLEL_FROM) -> int:
+    """How many forked processes to use for ``n_jobs`` independent jobs: ``workers`` (checked),
+    or with None one per CPU (at most 4) once there are ``from_jobs`` jobs; 1 where the platform
+    cannot fork."""
     import multiprocessing as mp
     import os
 
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
     if workers is None:
-        workers = min(4, os.cpu_count() or 1) if n_jobs >= PARALLEL_FROM else 1
+        workers = min(4, os.cpu_count() or 1) if n_jobs >= from_jobs else 1
     if "fork" not in mp.get_all_start_methods():
         return 1
     return max(1, min(workers, n_jobs))
