@@ -23,17 +23,24 @@ from pathlib import Path
 from attn_tools.charlm import checkpoint_dir, train_char_model
 from attn_tools.charlm.corpus import CORPUS_PACKS, CorpusPackError, aligned_verses
 
-#: the settings of the shipped checkpoints (sized for ≤ ~10 minutes on one busy CPU core)
+#: the settings of the shipped checkpoints (English about 20 minutes, Hebrew about 15, on one CPU
+#: core). The English model has heads of width 16 (d_model 128 / 8 heads) and the Hebrew one of
+#: width 8: at each language's other setting no clear previous-character head formed (every run
+#: tried is listed in docs/charlm.md, "Previous-character heads").
 DEFAULTS = {
     "layers": 4,
     "heads": 8,
-    "d_model": 64,
+    "d_model": None,  # per language: LANGUAGE_DEFAULTS
     "context": 128,
     "batch_size": 8,
-    "steps": 2200,
+    "steps": None,  # per language: LANGUAGE_DEFAULTS
     "lr": 4e-3,
     "warmup": 50,
     "seed": 0,
+}
+LANGUAGE_DEFAULTS = {
+    "english": {"d_model": 128, "steps": 5000},
+    "hebrew": {"d_model": 64, "steps": 2200},
 }
 
 
@@ -41,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--language", choices=["english", "hebrew", "both"], default="both")
     for key, value in DEFAULTS.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+        kind = int if value is None else type(value)
+        hint = "default: per language, see LANGUAGE_DEFAULTS" if value is None else None
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value, help=hint)
     parser.add_argument("--out", type=Path, default=None, help="folder (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -55,18 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     for language in languages:
         verses = corpora[language]
         package = CORPUS_PACKS[language][1]
+        settings = {k: getattr(args, k) for k in DEFAULTS}
+        settings.update(
+            {k: v for k, v in LANGUAGE_DEFAULTS[language].items() if settings[k] is None}
+        )
         began = time.perf_counter()
         model = train_char_model(
             [v.text for v in verses],
-            layers=args.layers,
-            heads=args.heads,
-            d_model=args.d_model,
-            context=args.context,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            lr=args.lr,
-            warmup=args.warmup,
-            seed=args.seed,
+            layers=settings["layers"],
+            heads=settings["heads"],
+            d_model=settings["d_model"],
+            context=settings["context"],
+            batch_size=settings["batch_size"],
+            steps=settings["steps"],
+            lr=settings["lr"],
+            warmup=settings["warmup"],
+            seed=settings["seed"],
             threads=args.threads,
             data=f"{package}: {len(verses)} verses aligned with the other language; every "
             "10th held out",
