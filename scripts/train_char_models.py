@@ -71,15 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         model = train_char_model(
             [v.text for v in verses],
-            layers=settings["layers"],
-            heads=settings["heads"],
-            d_model=settings["d_model"],
-            context=settings["context"],
-            batch_size=settings["batch_size"],
-            steps=settings["steps"],
-            lr=settings["lr"],
-            warmup=settings["warmup"],
-            seed=settings["seed"],
+            **settings,
             threads=args.threads,
             data=f"{package}: {len(verses)} verses aligned with the other language; every "
             "10th held out",
