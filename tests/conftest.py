@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _browser import chromium  # noqa: F401  (the browser tests' fixture: system Chromium or a skip)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -9,30 +9,17 @@ none. Screenshots go to ``outputs/browser/`` (git-ignored) or ``$ATTN_TOOLS_SCRE
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _browser import CHROMIUM_ARGS, gate_to_loopback, screenshots, serve_voila
 
 from attn_tools.extract import extract
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ATTN_TOOLS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 APP_SOURCE = """\
 from attn_tools.explorer import explore
 
@@ -46,91 +33,10 @@ app
 
 
 @pytest.fixture()
-def chromium() -> str:
-    """The system Chromium (checked before Voilà is started, so a skip costs nothing)."""
-    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-    path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-    if not path:
-        pytest.skip(
-            f"no Chromium at {CHROMIUM} or on PATH; install Debian's package "
-            "(apt-get install chromium, as .ci/run does) to run the browser test"
-        )
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _write_app(folder: Path) -> Path:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(APP_SOURCE)]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = folder / "explorer_app.ipynb"
-    nbformat.write(nb, path)
-    return path
-
-
-@pytest.fixture()
 def voila_url(chromium: str, tmp_path: Path):
     """Start Voilà on a free localhost port for the explorer notebook; stop it afterwards."""
-    app = _write_app(tmp_path)
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("MPLBACKEND", None)
-    log = open(tmp_path / "voila.log", "w")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voila",
-            str(app.name),
-            "--no-browser",
-            f"--port={port}",
-            "--Voila.ip=127.0.0.1",
-            "--show_tracebacks=True",
-        ],  # fmt: skip
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"voila exited early:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
-            try:  # listening is enough: the page itself waits for the kernel
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("voila did not start listening within 60 s")
-                time.sleep(0.5)
-        yield base + "/", tmp_path / "voila.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _screenshots() -> Path:
-    folder = Path(os.environ.get("ATTN_TOOLS_SCREENSHOTS", ROOT / "outputs" / "browser"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    with serve_voila(tmp_path, APP_SOURCE, "explorer_app.ipynb") as served:
+        yield served
 
 
 def test_explorer_in_voila_redraws_when_the_head_slider_moves(
@@ -141,23 +47,14 @@ def test_explorer_in_voila_redraws_when_the_head_slider_moves(
     url, log_path = voila_url
     blocked: list[str] = []
     console_errors: list[str] = []
-    shots = _screenshots()
+    shots = screenshots()
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
-            def gate(route):
-                if route.request.url.startswith(
-                    ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")
-                ):
-                    route.continue_()
-                else:
-                    blocked.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", gate)
+            gate_to_loopback(page, blocked)
             page.on(
                 "console",
                 lambda msg: console_errors.append(msg.text) if msg.type == "error" else None,
@@ -270,7 +167,7 @@ def test_bertviz_views_draw_with_the_network_blocked(chromium, minilm, tmp_path)
     cdn = show_bertviz(text, "head", bundle=minilm, html_action="return", offline=False).data
     files["cdn"] = tmp_path / "cdn.html"
     files["cdn"].write_text(cdn, encoding="utf-8")
-    shots = _screenshots()
+    shots = screenshots()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:

@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-import test_browser_view
-from test_browser_view import CHROMIUM_ARGS, _free_port, _screenshots
+from _browser import CHROMIUM_ARGS, open_gated, screenshots, serve_voila
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,73 +31,14 @@ app = explore("minilm", {SENTENCES!r}, ["previous_token", "first_token", "self"]
               interactive=False)
 app
 """
-# the same fixture: skips, saying why, without Playwright or Chromium
-chromium = test_browser_view.chromium
 IMAGES = ("img.attn-view", "img.attn-scores", "img.attn-grid")
 
 
 @pytest.fixture(scope="module")
 def voila_png(tmp_path_factory):
     """Voilà on a free localhost port serving the PNG-only explorer (``?theme=dark`` for dark)."""
-    import nbformat
-
-    folder = tmp_path_factory.mktemp("voila_png")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(APP_SOURCE)]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, folder / "png_app.ipynb")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("MPLBACKEND", None)
-    log_path = folder / "voila.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voila", "png_app.ipynb", "--no-browser", f"--port={port}",
-         "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"voila exited early:\n{log_path.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("voila did not start listening within 60 s")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/", log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _open(browser, url: str, blocked: list[str], errors: list[str], **context):
-    """A page on ``url``, not yet waited for (two pages can start their kernels together)."""
-    page = browser.new_page(viewport={"width": 1500, "height": 1100}, **context)
-
-    def gate(route):
-        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", gate)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url, timeout=180_000, wait_until="domcontentloaded")
-    return page
+    with serve_voila(tmp_path_factory.mktemp("voila_png"), APP_SOURCE, "png_app.ipynb") as served:
+        yield served
 
 
 def _wait_loaded(page, selector: str) -> None:
@@ -201,14 +136,14 @@ def test_png_tabs_follow_the_theme_without_changing_the_png(chromium, voila_png,
     url, log_path = voila_png
     blocked: list[str] = []
     errors: list[str] = []
-    shots = _screenshots()
+    shots = screenshots()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             # JupyterLab light theme on an OS that prefers dark: JupyterLab's flag wins
-            light = _open(browser, url, blocked, errors, color_scheme="dark")
+            light = open_gated(browser, url, blocked, errors, color_scheme="dark")
             # JupyterLab dark theme (Voilà ?theme=dark); both kernels start together
-            dark = _open(browser, url + "?theme=dark", blocked, errors, color_scheme="dark")
+            dark = open_gated(browser, url + "?theme=dark", blocked, errors, color_scheme="dark")
             _wait_loaded(light, "img.attn-view")
             assert light.evaluate("document.body.dataset.jpThemeLight") == "true"
             png = _png_of(light, "img.attn-view")

@@ -9,30 +9,15 @@ to ``outputs/browser/`` (or ``$ATTN_TOOLS_SCREENSHOTS``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from _browser import CHROMIUM_ARGS, open_gated, screenshots, serve_voila
 
 from attn_tools.extract import extract
 from attn_tools.text import align, parse, to_word_level
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ATTN_TOOLS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 # sentences not used when the widget was written (nothing was tuned on them)
 SENTENCES = [
@@ -52,94 +37,16 @@ app
 """
 
 
-@pytest.fixture()
-def chromium() -> str:
-    """The system Chromium (checked before Voilà starts, so a skip costs nothing)."""
-    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-    path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-    if not path:
-        pytest.skip(f"no Chromium at {CHROMIUM} or on PATH; apt-get install chromium")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _screenshots() -> Path:
-    folder = Path(os.environ.get("ATTN_TOOLS_SCREENSHOTS", ROOT / "outputs" / "browser"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _write_app(folder: Path) -> Path:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(APP_SOURCE)]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = folder / "view_app.ipynb"
-    nbformat.write(nb, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def voila(tmp_path_factory):
     """Voilà on a free localhost port serving the explorer notebook (one server, both themes:
     Voilà accepts ``?theme=dark``)."""
-    folder = tmp_path_factory.mktemp("voila_view")
-    app = _write_app(folder)
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("MPLBACKEND", None)
-    log = open(folder / "voila.log", "w")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voila", app.name, "--no-browser", f"--port={port}",
-         "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"voila exited early:\n{(folder / 'voila.log').read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("voila did not start listening within 60 s")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/", folder / "voila.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with serve_voila(tmp_path_factory.mktemp("voila_view"), APP_SOURCE, "view_app.ipynb") as served:
+        yield served
 
 
 def _open(browser, url: str, blocked: list[str], errors: list[str], **context):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100}, **context)
-
-    def gate(route):
-        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", gate)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url, timeout=180_000, wait_until="domcontentloaded")
+    page = open_gated(browser, url, blocked, errors, **context)
     page.wait_for_function(
         "() => { const c = document.querySelector('.attn-attention-view canvas');"
         " return c && c.width > 50 && document.querySelector('.attn-grid .attn-cell'); }",
@@ -190,7 +97,7 @@ def test_view_hover_grid_click_and_themes_offline(chromium, voila, minilm, recor
     records = extract(minilm, SENTENCES, progress=False)
     blocked: list[str] = []
     errors: list[str] = []
-    shots = _screenshots()
+    shots = screenshots()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -14,12 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _browser import screenshots
 
 from attn_tools import classify, report
 from attn_tools.html_report import HtmlReport, write_report
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ATTN_TOOLS_CHROMIUM", "/usr/bin/chromium")
 
 
 class _Tables(HTMLParser):
@@ -133,16 +130,11 @@ def test_report_is_self_contained_and_names_no_fit_patterns(minilm_report, minil
 
 
 @pytest.mark.browser
-def test_report_renders_offline_in_chromium(minilm_report):
-    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-    chromium = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-    if not chromium:
-        pytest.skip("no Chromium; install Debian's package (apt-get install chromium)")
+def test_report_renders_offline_in_chromium(minilm_report, chromium):
     from playwright.sync_api import sync_playwright
 
     path, _ = minilm_report
-    shots = Path(os.environ.get("ATTN_TOOLS_SCREENSHOTS", ROOT / "outputs" / "browser"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshots()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
         try:
